@@ -1,0 +1,34 @@
+"""Fixtures shared by the whole suite: the real VesselNN volumes and small synthetic ones."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def _vesselnn_dir() -> Path:
+    configured = os.environ.get("MINIVESS_VESSELNN_DIR")
+    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data" / "vesselnn"
+
+
+@pytest.fixture(scope="session")
+def vesselnn_dir() -> Path:
+    """The six real VesselNN volumes (``$MINIVESS_VESSELNN_DIR`` or ``../shared/data/vesselnn``).
+
+    Missing data skips the test on a developer machine but fails in CI, where it must be present.
+    """
+    path = _vesselnn_dir()
+    if not (path / "denoised").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"real VesselNN data not found at {path}; set MINIVESS_VESSELNN_DIR")
+        pytest.skip(f"real VesselNN data not found at {path}; set MINIVESS_VESSELNN_DIR")
+    return path
