@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -87,13 +88,16 @@ def read_nifti(path: str | Path) -> Volume:
     """Read a NIfTI-1/2 file, keeping its header so writes can reuse its orientation codes."""
     path = Path(path)
     try:
-        img = nib.load(str(path))
+        img = cast(Any, nib.load(str(path)))
         array = np.asanyarray(img.dataobj)
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
         raise DataError(path, "corrupt-file", f"cannot read NIfTI ({exc})") from exc
     except Exception as exc:  # nibabel raises a zoo of types for broken headers
-        raise DataError(path, "corrupt-file", f"cannot read NIfTI ({type(exc).__name__}: {exc})")
+        raise DataError(
+            path, "corrupt-file", f"cannot read NIfTI ({type(exc).__name__}: {exc})"
+        ) from exc
     array = _squeeze_to_3d(np.asarray(array), path)
+    _check_raw_zooms(path)
     unit = img.header.get_xyzt_units()[0] or "unknown"
     scale = _NIFTI_UNIT_TO_UM.get(unit, 1.0)
     affine = np.asarray(img.affine, dtype=np.float64).copy()
@@ -101,6 +105,16 @@ def read_nifti(path: str | Path) -> Volume:
     vol = Volume(array=array, affine=affine, source=path, header=img.header.copy())
     _check_spacing(vol.spacing, path)
     return vol
+
+
+def _check_raw_zooms(path: Path) -> None:
+    """Refuse zero/negative/NaN voxel sizes that nibabel would silently replace with 1 on load."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        block = fh.read(348)
+    header = nib.Nifti1Header(binaryblock=block, check=False)
+    zooms = tuple(float(z) for z in header["pixdim"][1:4])
+    _check_spacing(tuple(abs(z) if np.isfinite(z) and z != 0 else 0.0 for z in zooms), path)
 
 
 def _ome_spacing(tif: tifffile.TiffFile) -> tuple[float, float, float] | None:
@@ -122,7 +136,7 @@ def parse_ome_spacing(xml: str | bytes) -> tuple[float, float, float] | None:
     if match is None:
         return None
     tag = match.group(0)
-    unit_scale = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "\xb5m": 1.0, "mm": 1e3, "m": 1e6}
+    unit_scale = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "mm": 1e3, "m": 1e6}
     sizes = []
     for axis in "XYZ":
         value = re.search(rf'PhysicalSize{axis}="([^"]+)"', tag)
@@ -151,7 +165,9 @@ def read_tiff(path: str | Path, spacing: tuple[float, float, float] | None = Non
             array = tif.series[0].asarray()
             found = _ome_spacing(tif)
     except Exception as exc:  # tifffile raises many types for broken files
-        raise DataError(path, "corrupt-file", f"cannot read TIFF ({type(exc).__name__}: {exc})")
+        raise DataError(
+            path, "corrupt-file", f"cannot read TIFF ({type(exc).__name__}: {exc})"
+        ) from exc
     array = np.asarray(array)
     while array.ndim > 3 and array.shape[0] == 1:  # leading T/C singletons in OME stacks
         array = array[0]

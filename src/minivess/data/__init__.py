@@ -1,0 +1,1 @@
+"""Data layer: volume I/O, dataset sources, preparation, splits, transforms and datasets."""
