@@ -96,12 +96,37 @@ def read_nifti(path: str | Path) -> Volume:
         raise DataError(
             path, "corrupt-file", f"cannot read NIfTI ({type(exc).__name__}: {exc})"
         ) from exc
-    array = _squeeze_to_3d(np.asarray(array), path)
     _check_raw_zooms(path)
+    return _volume_from_nifti(img, np.asarray(array), path)
+
+
+def nifti_from_bytes(data: bytes, location: str) -> Volume:
+    """A volume from the bytes of an uncompressed NIfTI-1 file, exactly as ``read_nifti`` would.
+
+    Args:
+        data: The file's bytes (already gunzipped), e.g. read from inside a zip archive.
+        location: Where the bytes came from, used in errors and as ``Volume.source``.
+
+    Raises:
+        DataError: The bytes are not a readable 3D NIfTI-1 volume with valid spacing.
+    """
+    path = Path(location)
+    try:
+        img = nib.Nifti1Image.from_bytes(data)
+        array = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises a zoo of types for broken headers
+        raise DataError(
+            path, "corrupt-file", f"cannot read NIfTI ({type(exc).__name__}: {exc})"
+        ) from exc
+    return _volume_from_nifti(img, np.asarray(array), path)
+
+
+def _volume_from_nifti(img: Any, array: np.ndarray, path: Path) -> Volume:
+    """The Volume for a loaded NIfTI image: 3D voxels, affine scaled to micrometres, header."""
+    array = _squeeze_to_3d(array, path)
     unit = img.header.get_xyzt_units()[0] or "unknown"
-    scale = _NIFTI_UNIT_TO_UM.get(unit, 1.0)
     affine = np.asarray(img.affine, dtype=np.float64).copy()
-    affine[:3, :] *= scale
+    affine[:3, :] *= _NIFTI_UNIT_TO_UM.get(unit, 1.0)
     vol = Volume(array=array, affine=affine, source=path, header=img.header.copy())
     _check_spacing(vol.spacing, path)
     return vol
