@@ -32,3 +32,25 @@ def vesselnn_dir() -> Path:
             pytest.fail(f"real VesselNN data not found at {path}; set MINIVESS_VESSELNN_DIR")
         pytest.skip(f"real VesselNN data not found at {path}; set MINIVESS_VESSELNN_DIR")
     return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small Decathlon-layout folder of four synthetic vessel volumes (64x64x16, seeded)."""
+    from minivess.data.synthetic import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_dataset(root, n=4, seed=0, shape=(64, 64, 16))
+    return root
+
+
+@pytest.fixture(scope="session")
+def prepared_synthetic(synthetic_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The synthetic folder prepared into a canonical dataset with 2-fold splits."""
+    from minivess.data.prepare import prepare_dataset
+    from minivess.data.splits import save_splits, splits_for_prepared
+
+    out = tmp_path_factory.mktemp("prepared") / "synthetic"
+    prepared = prepare_dataset(synthetic_dataset_dir, out)
+    save_splits(splits_for_prepared(out, k=2, seed=0), out / "splits.json")
+    return prepared

@@ -1,0 +1,1 @@
+"""The ``minivess`` command line: one sub-command per user task."""
