@@ -31,6 +31,7 @@ from monai.transforms import (
     LoadImaged,
     MapTransform,
     RandCropByPosNegLabeld,
+    ScaleIntensityRangePercentiles,
     ScaleIntensityRangePercentilesd,
     SpatialPadd,
 )
@@ -118,6 +119,27 @@ def normalize_transform(cfg: DataConfig) -> MapTransform:
     return ScaleIntensityRangePercentilesd(
         IMAGE_KEY, lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True
     )
+
+
+def normalise_intensity(
+    image: np.ndarray | torch.Tensor, percentiles: tuple[float, float]
+) -> torch.Tensor:
+    """The same percentile normalisation as training, for one (C, H, W, D) image at prediction.
+
+    Args:
+        image: Raw intensities, channel first.
+        percentiles: ``(lower, upper)`` percentiles mapped to 0 and 1 (clipped beyond), as in
+            ``DataConfig.intensity_percentiles`` (stored in every checkpoint).
+
+    Returns:
+        float32 tensor of the same shape.
+    """
+    lower, upper = percentiles
+    scale = ScaleIntensityRangePercentiles(
+        lower=lower, upper=upper, b_min=0.0, b_max=1.0, clip=True
+    )
+    out = scale(torch.as_tensor(np.asarray(image, dtype=np.float32)))
+    return (out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)).float()
 
 
 def train_transforms(cfg: DataConfig) -> tuple[Compose, Compose]:

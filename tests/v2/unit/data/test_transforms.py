@@ -165,3 +165,15 @@ def test_augmentation_joins_the_random_part_only_when_enabled() -> None:
     _, plain = train_transforms(_cfg())
     _, augmented = train_transforms(_cfg(augmentation={"enabled": True}))
     assert len(augmented.transforms) == len(plain.transforms) + 1
+
+
+def test_prediction_normalisation_equals_the_training_transform() -> None:
+    from minivess.config.data import DataConfig
+    from minivess.data.transforms import normalise_intensity, normalize_transform
+
+    raw = np.random.default_rng(0).integers(0, 255, (1, 20, 20, 8)).astype(np.uint8)
+    cfg = DataConfig(dataset_dir="unused", splits_file="unused", intensity_percentiles=(2.0, 98.0))
+    trained = normalize_transform(cfg)({"image": torch.as_tensor(raw.astype(np.float32))})
+    predicted = normalise_intensity(raw, cfg.intensity_percentiles)
+    assert type(predicted) is torch.Tensor
+    assert torch.equal(predicted, torch.as_tensor(trained["image"]).as_tensor())
