@@ -1,0 +1,1 @@
+"""Handlers: each concern of a training run (stopping, checkpoints, tracking, progress)."""
