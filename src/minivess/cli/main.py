@@ -16,6 +16,7 @@ from rich.markup import escape
 from minivess import __version__
 from minivess.cli.console import console
 from minivess.cli.data import data_app
+from minivess.cli.train import train_command
 from minivess.errors import MinivessError
 
 EXIT_USER_ERROR = 2
@@ -40,6 +41,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(data_app, name="data")
+app.command("train")(train_command)
 
 _state = {"debug": False}
 

@@ -12,7 +12,11 @@ from minivess.training.events import Event
 
 
 class ProgressBar:
-    """Shows epochs completed out of ``max_epochs``, the last loss and the monitored metric."""
+    """Shows epochs completed out of ``max_epochs``, the last loss and the monitored metric.
+
+    On a terminal this is a live bar; in a log file (no terminal) it prints one line per
+    validation instead, so long runs leave a readable trace.
+    """
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
@@ -24,6 +28,7 @@ class ProgressBar:
         trainer.on(Event.STARTED, self._start)
         trainer.on(Event.ITERATION_COMPLETED, self._step)
         trainer.on(Event.CHECKPOINT_DUE, self._epoch)
+        trainer.on(Event.VALIDATION_COMPLETED, self._log_validation)
         trainer.on(Event.COMPLETED, self._close)
         trainer.on(Event.EXCEPTION_RAISED, self._close)
 
@@ -57,6 +62,15 @@ class ProgressBar:
         if self._progress is not None:
             self._progress.update(
                 self._task, completed=trainer.state.epoch, status=self._status(trainer)
+            )
+
+    def _log_validation(self, trainer: Trainer) -> None:
+        if not self.console.is_terminal:
+            state = trainer.state
+            self.console.print(
+                f"epoch {state.epoch}/{trainer.max_epochs} {self._status(trainer)} "
+                f"({state.elapsed_s / 60:.1f} min)",
+                highlight=False,
             )
 
     def _close(self, trainer: Trainer) -> None:
