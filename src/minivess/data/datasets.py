@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, list_data_collate
 from monai.transforms import Compose
+from torch.utils.data import DistributedSampler, Subset
 
 from minivess.config.data import DataConfig
 from minivess.data.transforms import IMAGE_KEY, LABEL_KEY, train_transforms, val_transforms
@@ -201,7 +202,9 @@ def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset]:
     )
 
 
-def build_loaders(cfg: DataConfig, batch_size: int, seed: int) -> tuple[DataLoader, DataLoader]:
+def build_loaders(
+    cfg: DataConfig, batch_size: int, seed: int, *, rank: int = 0, world_size: int = 1
+) -> tuple[DataLoader, DataLoader]:
     """Training and validation loaders of ``cfg.fold``.
 
     Args:
@@ -210,6 +213,9 @@ def build_loaders(cfg: DataConfig, batch_size: int, seed: int) -> tuple[DataLoad
             samples_per_volume`` patches.
         seed: Seeds the shuffling and every random transform, in the main process and in each
             worker, so two loaders with the same seed yield the same batches.
+        rank: This process's rank under ``torchrun`` (data-parallel training).
+        world_size: Number of processes; above 1 each rank gets a disjoint shard of the
+            training volumes (``DistributedSampler``) and of the validation volumes.
 
     Returns:
         ``(train, val)``; validation batches hold one whole volume each.
@@ -220,12 +226,19 @@ def build_loaders(cfg: DataConfig, batch_size: int, seed: int) -> tuple[DataLoad
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     train_ds, val_ds = build_datasets(cfg)
+    sampler = None
+    if world_size > 1:
+        sampler = DistributedSampler(
+            train_ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed
+        )
+        val_ds = Subset(val_ds, list(range(rank, len(val_ds), world_size)))
     train = DataLoader(
         train_ds,
         batch_size=batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         num_workers=cfg.num_workers,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(seed + rank),
         collate_fn=list_data_collate,
     )
     val = DataLoader(val_ds, batch_size=1, shuffle=False, num_workers=cfg.num_workers)

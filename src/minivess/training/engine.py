@@ -120,6 +120,8 @@ class Trainer:
         self.device = torch.device(device)
         self.epoch_seed = epoch_seed
         self.state = TrainState()
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = adapter.forward
+        """What the loop calls for logits; a DDP wrapper of ``adapter.network`` under torchrun."""
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=precision == "fp16" and self.device.type == "cuda"
         )
@@ -191,7 +193,7 @@ class Trainer:
             image = batch["image"].to(self.device, non_blocking=True)
             label = batch["label"].to(self.device, non_blocking=True)
             with self._autocast():
-                logits = self.adapter.forward(image)
+                logits = self.forward(image)
             loss = self.loss_fn(logits.float(), label)
             self.scaler.scale(loss / self.accumulate).backward()
             losses.append(float(loss.detach()))

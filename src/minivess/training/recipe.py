@@ -14,10 +14,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DistributedSampler
 
 from minivess.adapters import ModelAdapter, build_adapter, resolve_precision
 from minivess.config.experiment import ExperimentConfig
 from minivess.data.datasets import build_loaders, read_dataset_version
+from minivess.training.distributed import (
+    DistContext,
+    SyncStop,
+    init_distributed,
+    shutdown_distributed,
+)
 from minivess.training.engine import Handler, Trainer, TrainState
 from minivess.training.handlers.checkpoint import Checkpointer, resume
 from minivess.training.handlers.early_stopping import EarlyStopping, TimeLimit
@@ -68,15 +75,17 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _epoch_seeder(loader: Any, seed: int) -> Callable[[int], None]:
-    """Make data order and augmentation of epoch ``e`` a pure function of ``(seed, e)``."""
+def _epoch_seeder(loader: Any, seed: int, rank: int = 0) -> Callable[[int], None]:
+    """Make data order and augmentation of epoch ``e`` a pure function of ``(seed, e, rank)``."""
     from monai.data.utils import set_rnd
 
     def reseed(epoch: int) -> None:
         epoch_seed = (seed * 1_000_003 + epoch) % 2**31
-        seed_everything(epoch_seed)
-        loader.generator.manual_seed(epoch_seed)
-        set_rnd(loader.dataset, epoch_seed)
+        seed_everything(epoch_seed + rank)
+        loader.generator.manual_seed(epoch_seed + rank)
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)
+        set_rnd(loader.dataset, epoch_seed + rank)
 
     return reseed
 
@@ -98,15 +107,21 @@ def checkpoint_extras(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def build_trainer(
     cfg: ExperimentConfig, adapter: ModelAdapter | None = None
-) -> tuple[Trainer, WholeVolumeValidator]:
-    """The loop for ``cfg`` with data, optimizer, scheduler, loss and validation, no handlers."""
+) -> tuple[Trainer, DistContext]:
+    """The loop for ``cfg`` with data, optimizer, scheduler, loss and validation, no handlers.
+
+    Under ``torchrun`` this joins the process group, shards the data and wraps the network in
+    ``DistributedDataParallel``.
+    """
     tcfg = cfg.training
     seed_everything(tcfg.seed, deterministic=tcfg.deterministic)
-    device = resolve_device(tcfg.device)
+    ctx, device = init_distributed(resolve_device(tcfg.device))
     adapter = adapter or build_adapter(cfg.model.name, cfg.model.params)
     adapter.network.to(device)
     precision = resolve_precision(tcfg.precision, device, bf16_on_cpu=adapter.bf16_on_cpu)
-    train_loader, val_loader = build_loaders(cfg.data, tcfg.batch_size, seed=tcfg.seed)
+    train_loader, val_loader = build_loaders(
+        cfg.data, tcfg.batch_size, seed=tcfg.seed, rank=ctx.rank, world_size=ctx.world_size
+    )
     steps_per_epoch = max(1, -(-len(train_loader) // tcfg.grad_accumulation_steps))
     optimizer = build_optimizer(
         tcfg.optimizer.name,
@@ -145,9 +160,14 @@ def build_trainer(
         precision=precision,
         grad_accumulation_steps=tcfg.grad_accumulation_steps,
         device=device,
-        epoch_seed=_epoch_seeder(train_loader, tcfg.seed),
+        epoch_seed=_epoch_seeder(train_loader, tcfg.seed, ctx.rank),
     )
-    return trainer, validator
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        trainer.forward = DistributedDataParallel(adapter.network, device_ids=ids)
+    return trainer, ctx
 
 
 def _loss(cfg: ExperimentConfig) -> torch.nn.Module:
@@ -181,23 +201,31 @@ def train(
         The run's result; ``best_checkpoint`` is ready for ``minivess evaluate``.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(cfg.model_dump_json(indent=2), encoding="utf-8")
     data_version = read_dataset_version(Path(cfg.data.dataset_dir))
-    trainer, _ = build_trainer(cfg)
-    extras = checkpoint_extras(cfg)
+    trainer, ctx = build_trainer(cfg)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(cfg.model_dump_json(indent=2), encoding="utf-8")
+    extras = {**checkpoint_extras(cfg), "world_size": ctx.world_size}
 
     def extra() -> dict[str, Any]:
         return {**extras, **(checkpoint_extra() if checkpoint_extra else {})}
 
-    trainer.attach(Checkpointer(run_dir / CHECKPOINT_DIR, data_version=data_version, extra=extra))
     if cfg.training.early_stopping_patience:
         trainer.attach(EarlyStopping(cfg.training.early_stopping_patience))
     if cfg.training.max_time_minutes:
         trainer.attach(TimeLimit(cfg.training.max_time_minutes))
-    trainer.attach(*handlers)
+    if ctx.is_main:
+        checkpoints = Checkpointer(run_dir / CHECKPOINT_DIR, data_version=data_version, extra=extra)
+        trainer.attach(checkpoints, *handlers)
+    if ctx.enabled:
+        trainer.attach(SyncStop())
     if resume_from is not None:
         resume(trainer, resume_from)
-    state = trainer.run()
-    (run_dir / "history.json").write_text(json.dumps(state.history, indent=1), encoding="utf-8")
+    try:
+        state = trainer.run()
+    finally:
+        shutdown_distributed()
+    if ctx.is_main:
+        (run_dir / "history.json").write_text(json.dumps(state.history, indent=1), "utf-8")
     return TrainResult(run_dir=run_dir, state=state, data_version=data_version)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from minivess.data.volume import spacing_from_affine
-from minivess.metrics import Dice, IoU
+from minivess.metrics import Dice, IoU, dice_per_volume, iou_per_volume
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,9 @@ def validation_volumes(loader: Iterable[dict[str, object]]) -> list[ValidationVo
 
 class WholeVolumeValidator:
     """Mean Dice and IoU of sliding-window predictions over the held-out volumes.
+
+    Under ``torchrun`` each rank predicts its shard of the volumes and the means are gathered
+    over all ranks (TorchMetrics syncs on ``compute``), so every rank sees the same numbers.
 
     Surface metrics (NSD, HD95) are left to ``minivess evaluate``: they cost seconds per
     512x512 volume, too much to pay at every validation.
@@ -96,8 +99,8 @@ class WholeVolumeValidator:
             dice.update(pred, target)
             iou.update(pred, target)
             per_volume[vol.case_id] = {
-                "dice": float(dice.per_volume()[-1]),
-                "iou": float(iou.per_volume()[-1]),
+                "dice": float(dice_per_volume(pred.bool(), target.bool())[0]),
+                "iou": float(iou_per_volume(pred.bool(), target.bool())[0]),
             }
         self.last_per_volume = per_volume
         return {"dice": float(dice.compute()), "iou": float(iou.compute())}

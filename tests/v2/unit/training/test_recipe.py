@@ -59,7 +59,7 @@ def test_run_writes_config_history_and_self_describing_checkpoints(
     assert [r["epoch"] for r in history] == [1.0, 2.0, 3.0]
     assert all("val_dice" in r for r in history)
 
-    adapter, info = load_checkpoint(result.best_checkpoint)
+    _, info = load_checkpoint(result.best_checkpoint)
     assert info.adapter == "segresnet"
     assert info.data_version == prepared_synthetic.version
     assert info.extra["preprocessing"] == {"percentile_lower": 1.0, "percentile_upper": 99.8}
@@ -67,7 +67,9 @@ def test_run_writes_config_history_and_self_describing_checkpoints(
     assert info.extra["trainer"]["train_state"]["best_epoch"] == result.state.best_epoch
 
 
-def test_same_seed_gives_identical_runs(prepared_synthetic: PreparedDataset, tmp_path: Path) -> None:
+def test_same_seed_gives_identical_runs(
+    prepared_synthetic: PreparedDataset, tmp_path: Path
+) -> None:
     overrides = tiny_overrides(prepared_synthetic, "data.augmentation.enabled=true")
     first = train(compose(overrides), tmp_path / "a").state
     second = train(compose(overrides), tmp_path / "b").state
