@@ -41,14 +41,19 @@ def run_job(
     run_dir: Path,
     *,
     resume_from: Path | None = None,
-    tracking: bool = True,
+    profile: bool = False,
 ) -> dict[str, Any]:
     """Train one experiment into ``run_dir`` with a progress bar; returns a summary dict."""
+    from minivess.training.engine import Handler
+    from minivess.training.handlers.profiling import TorchProfiler
     from minivess.training.handlers.progress import ProgressBar
     from minivess.training.recipe import train
 
     _ensure_prepared(cfg)
-    result = train(cfg, run_dir, resume_from=resume_from, handlers=(ProgressBar(console),))
+    handlers: list[Handler] = [ProgressBar(console)]
+    if profile:
+        handlers.append(TorchProfiler(run_dir / "profile"))
+    result = train(cfg, run_dir, resume_from=resume_from, handlers=tuple(handlers))
     state = result.state
     summary = {
         "run_dir": str(result.run_dir),
@@ -89,6 +94,9 @@ def train_command(
         None, "--resume", help="Continue a killed run: its folder or its last.pt."
     ),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run folders go."),
+    profile: bool = typer.Option(
+        False, "--profile", help="Trace a few steps with torch.profiler into <run>/profile."
+    ),
 ) -> None:
     """Train a model: [bold]minivess train[/] runs the quick SegResNet profile on VesselNN."""
     from minivess.config.experiment import compose, job_output_dir, launch_experiment
@@ -96,15 +104,15 @@ def train_command(
     if resume is not None:
         run_dir, checkpoint = _resume_target(resume)
         cfg = ExperimentConfig.model_validate_json((run_dir / "config.json").read_text())
-        run_job(cfg, run_dir, resume_from=checkpoint)
+        run_job(cfg, run_dir, resume_from=checkpoint, profile=profile)
         return
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     if not multirun:
         cfg = compose(overrides or [])
-        run_job(cfg, runs_dir / cfg.name / stamp)
+        run_job(cfg, runs_dir / cfg.name / stamp, profile=profile)
         return
     results = launch_experiment(
-        lambda cfg: run_job(cfg, job_output_dir()),
+        lambda cfg: run_job(cfg, job_output_dir(), profile=profile),
         overrides or [],
         output_dir=runs_dir / "sweeps" / stamp,
         multirun=True,
