@@ -44,7 +44,10 @@ def evaluate(
 ) -> None:
     """Evaluate a model: per-volume metrics, means with 95% bootstrap CIs, figures."""
     from minivess.evaluation import evaluate_prepared
+    from minivess.evaluation.mlflow_log import check_run
 
+    if run_id is not None:
+        check_run(run_id)
     target = out or Path("evaluation") / data.resolve().name
     with progress_bar("evaluate") as bar:
         task = bar.add_task("evaluate", total=None, item="")
@@ -62,39 +65,39 @@ def evaluate(
             progress=report,
         )
     files = result.save(target, run_id=run_id)
-    Console().print(results_table(result))
+    out_console = Console()
+    if not out_console.is_terminal:  # a file or pipe: never truncate ids or values
+        out_console = Console(width=200)
+    for table in results_tables(result):
+        out_console.print(table)
     logged = f", logged to MLflow run {run_id}" if run_id else ""
     console.print(f"[green]wrote[/] {len(files)} files to {target}{logged}", highlight=False)
 
 
-def results_table(result: EvaluationResult) -> Table:
-    """Per-volume metrics, then the mean and the 95% interval of each, as a rich table."""
+def results_tables(result: EvaluationResult) -> tuple[Table, Table]:
+    """The per-volume metrics, and per metric the mean with its bootstrap interval."""
     from minivess.evaluation import METRICS
     from minivess.evaluation.figures import METRIC_UNITS
 
-    confidence = round(100 * float(result.settings["confidence"]))
-    table = Table(title=f"{len(result.per_volume)} volumes", show_footer=False)
-    table.add_column("id")
-    for name in METRICS:
-        unit = METRIC_UNITS.get(name)
-        table.add_column(f"{name} ({unit})" if unit else name, justify="right")
-    table.add_column("s", justify="right")
+    names = [f"{n} ({METRIC_UNITS[n]})" if n in METRIC_UNITS else n for n in METRICS]
+    volumes = Table(title=f"{len(result.per_volume)} volumes")
+    volumes.add_column("id", no_wrap=True)
+    for name in names:
+        volumes.add_column(name, justify="right")
+    volumes.add_column("s", justify="right")
     for values in result.per_volume.to_dict("records"):
         cells = [_number(values[name]) for name in METRICS]
-        table.add_row(str(values["id"]), *cells, f"{values['seconds']:.1f}")
-    table.add_section()
-    table.add_row("mean", *(_number(result.summary[n].mean) for n in METRICS), "", style="bold")
-    table.add_row(
-        f"{confidence}% CI",
-        *(_interval(result.summary[n].ci_low, result.summary[n].ci_high) for n in METRICS),
-        "",
-    )
-    return table
+        volumes.add_row(str(values["id"]), *cells, f"{values['seconds']:.1f}")
+    confidence = round(100 * float(result.settings["confidence"]))
+    summary = Table(title=f"mean over volumes, {confidence}% bootstrap CI")
+    for column in ("metric", "mean", f"{confidence}% CI", "n", "NaN"):
+        summary.add_column(column, justify="left" if column == "metric" else "right")
+    for label, name in zip(names, METRICS, strict=True):
+        stats = result.summary[name]
+        interval = "-" if math.isnan(stats.ci_low) else f"{stats.ci_low:.3f} - {stats.ci_high:.3f}"
+        summary.add_row(label, _number(stats.mean), interval, str(stats.n), str(stats.n_nan))
+    return volumes, summary
 
 
 def _number(value: float) -> str:
     return "nan" if math.isnan(value) else f"{value:.3f}"
-
-
-def _interval(low: float, high: float) -> str:
-    return "-" if math.isnan(low) else f"{low:.3f}-{high:.3f}"

@@ -16,6 +16,7 @@ from rich.markup import escape
 from minivess import __version__
 from minivess.cli.console import console
 from minivess.cli.data import data_app
+from minivess.cli.runs import runs_app
 from minivess.cli.train import train_command
 from minivess.errors import MinivessError
 
@@ -42,6 +43,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.command("train")(train_command)
+app.add_typer(runs_app, name="runs")
 
 _state = {"debug": False}
 

@@ -109,9 +109,9 @@ def render_text(frame: pd.DataFrame, fmt: OutputFormat) -> str:
         return frame.to_csv(index=False)
     if fmt is OutputFormat.markdown:
         return markdown_table(frame)
-    capture = Console(width=200, record=True, file=None, soft_wrap=False)
-    with capture.capture() as captured:
-        capture.print(rich_table(frame, ""))
+    plain = Console(width=200, color_system=None, force_terminal=False, soft_wrap=False)
+    with plain.capture() as captured:
+        plain.print(rich_table(frame, ""))
     return captured.get()
 
 

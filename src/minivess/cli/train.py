@@ -42,18 +42,87 @@ def run_job(
     *,
     resume_from: Path | None = None,
     profile: bool = False,
+    tracking: bool = True,
 ) -> dict[str, Any]:
-    """Train one experiment into ``run_dir`` with a progress bar; returns a summary dict."""
+    """Train one experiment into ``run_dir``, tracked in MLflow unless switched off."""
     from minivess.training.engine import Handler
     from minivess.training.handlers.profiling import TorchProfiler
     from minivess.training.handlers.progress import ProgressBar
-    from minivess.training.recipe import train
 
     _ensure_prepared(cfg)
     handlers: list[Handler] = [ProgressBar(console)]
     if profile:
         handlers.append(TorchProfiler(run_dir / "profile"))
-    result = train(cfg, run_dir, resume_from=resume_from, handlers=tuple(handlers))
+    if not (tracking and cfg.tracking.enabled):
+        return _summarise(cfg, _train(cfg, run_dir, resume_from, handlers, {}))
+    from minivess.tracking import MLflowHandler, TrackedRun
+
+    with TrackedRun(
+        cfg.tracking.experiment,
+        run_name=run_dir.name,
+        config=cfg,
+        dataset_dir=cfg.data.dataset_dir,
+        resume_run_id=_run_id_of(resume_from),
+    ) as run:
+        handlers.append(MLflowHandler(run))
+        result = _train(cfg, run_dir, resume_from, handlers, {"run_id": run.run_id})
+        summary = _summarise(cfg, result)
+        summary["run_id"] = run.run_id
+        if cfg.tracking.register_model and result.state.best_metric is not None:
+            summary.update(_register(cfg, result, run.run_id))
+    return summary
+
+
+def _train(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    resume_from: Path | None,
+    handlers: list[Any],
+    extra: dict[str, Any],
+) -> Any:
+    from minivess.training.recipe import train
+
+    return train(
+        cfg,
+        run_dir,
+        resume_from=resume_from,
+        handlers=tuple(handlers),
+        checkpoint_extra=lambda: extra,
+    )
+
+
+def _run_id_of(checkpoint: Path | None) -> str | None:
+    """The tracking run a checkpoint belongs to, so a resumed run continues it."""
+    if checkpoint is None:
+        return None
+    import torch
+
+    extra = torch.load(checkpoint, weights_only=True, map_location="cpu").get("extra", {})
+    return extra.get("run_id")
+
+
+def _register(cfg: ExperimentConfig, result: Any, run_id: str) -> dict[str, Any]:
+    """Log the best checkpoint as the run's model, register it and maybe promote it."""
+    from minivess.tracking import log_model, register_and_promote
+
+    name = cfg.tracking.register_model
+    assert name is not None
+    log_model(result.best_checkpoint)
+    promotion = register_and_promote(
+        run_id,
+        name,
+        split_id=f"{result.data_version[:12]}:fold{cfg.data.fold}",
+        metric=cfg.tracking.promotion_metric,
+    )
+    verdict = "[green]champion[/]" if promotion.promoted else "not promoted"
+    console.print(
+        f"registered {name} version {promotion.version}: {verdict} ({promotion.reason})",
+        highlight=False,
+    )
+    return {"model_version": promotion.version, "promoted": promotion.promoted}
+
+
+def _summarise(cfg: ExperimentConfig, result: Any) -> dict[str, Any]:
     state = result.state
     summary = {
         "run_dir": str(result.run_dir),
@@ -65,10 +134,10 @@ def run_job(
         "best_epoch": state.best_epoch,
         "stop_reason": state.stop_reason,
     }
+    best = "n/a" if state.best_metric is None else f"{state.best_metric:.4f}"
     console.print(
         f"[green]trained[/] {cfg.model.name} for {state.epoch} epochs ({state.iteration} steps, "
-        f"{summary['train_minutes']} min, {state.stop_reason}); best val dice "
-        f"{state.best_metric if state.best_metric is None else round(state.best_metric, 4)} "
+        f"{summary['train_minutes']} min, {state.stop_reason}); best val dice {best} "
         f"at epoch {state.best_epoch}\n  checkpoint {result.best_checkpoint}",
         highlight=False,
     )
@@ -97,6 +166,9 @@ def train_command(
     profile: bool = typer.Option(
         False, "--profile", help="Trace a few steps with torch.profiler into <run>/profile."
     ),
+    no_tracking: bool = typer.Option(
+        False, "--no-tracking", help="Do not log to MLflow (same as tracking.enabled=false)."
+    ),
 ) -> None:
     """Train a model: [bold]minivess train[/] runs the quick SegResNet profile on VesselNN."""
     from minivess.config.experiment import compose, job_output_dir, launch_experiment
@@ -104,15 +176,15 @@ def train_command(
     if resume is not None:
         run_dir, checkpoint = _resume_target(resume)
         cfg = ExperimentConfig.model_validate_json((run_dir / "config.json").read_text())
-        run_job(cfg, run_dir, resume_from=checkpoint, profile=profile)
+        run_job(cfg, run_dir, resume_from=checkpoint, profile=profile, tracking=not no_tracking)
         return
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     if not multirun:
         cfg = compose(overrides or [])
-        run_job(cfg, runs_dir / cfg.name / stamp, profile=profile)
+        run_job(cfg, runs_dir / cfg.name / stamp, profile=profile, tracking=not no_tracking)
         return
     results = launch_experiment(
-        lambda cfg: run_job(cfg, job_output_dir(), profile=profile),
+        lambda cfg: run_job(cfg, job_output_dir(), profile=profile, tracking=not no_tracking),
         overrides or [],
         output_dir=runs_dir / "sweeps" / stamp,
         multirun=True,

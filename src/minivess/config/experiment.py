@@ -55,9 +55,9 @@ class TrackingConfig(BaseModel):
     """Log parameters, metrics and the model to the tracking server."""
     experiment: str | None = Field(default=None, min_length=1)
     """MLflow experiment name; ``None`` uses the deployment setting ``tracking.experiment``."""
-    register_model: str | None = Field(default=None, min_length=1)
+    register_model: str | None = Field(default="minivess", min_length=1)
     """Registered-model name the trained model is registered under; ``None``: do not register."""
-    promotion_metric: str = Field(default="val_dice", min_length=1)
+    promotion_metric: str = Field(default="best_val_dice", min_length=1)
     """Logged validation metric (higher is better) that decides whether a new model version
     replaces the current champion."""
 

@@ -159,10 +159,26 @@ store(SEGRESNET, group="model", name="segresnet", package="_global_")
 store(SWINUNETR, group="model", name="swinunetr", package="_global_")
 
 
+def _register_plugin_models() -> None:
+    from minivess.adapters import ADAPTERS
+
+    for name in ADAPTERS.names():
+        if name in ("segresnet", "swinunetr"):
+            continue
+        try:
+            preset = {"model": ModelConfig(name=name).model_dump(mode="json")}
+        except ConfigError:
+            continue  # a plugin with required parameters: select it with model.name=...
+        store(preset, group="model", name=name, package="_global_")
+
+
 def register_configs() -> None:
     """Put the presets into Hydra's global config store and register the settings resolver.
 
-    Safe to call repeatedly: entries and the resolver are replaced, not duplicated.
+    Safe to call repeatedly: entries and the resolver are replaced, not duplicated. Every
+    installed adapter plugin whose parameters all have defaults gets a ``model=<name>`` preset
+    too, so ``minivess train model=unet2d model.params.channels=[8,16,32]`` works for plugins.
     """
+    _register_plugin_models()
     store.add_to_hydra_store(overwrite_ok=True)
     OmegaConf.register_new_resolver(SETTINGS_RESOLVER, _setting, replace=True)

@@ -226,12 +226,13 @@ def build_loaders(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     train_ds, val_ds = build_datasets(cfg)
-    sampler = None
+    sampler: DistributedSampler[Any] | None = None
+    val_part: Any = val_ds
     if world_size > 1:
         sampler = DistributedSampler(
             train_ds, num_replicas=world_size, rank=rank, shuffle=True, seed=seed
         )
-        val_ds = Subset(val_ds, list(range(rank, len(val_ds), world_size)))
+        val_part = Subset(val_ds, list(range(rank, len(val_ds), world_size)))
     train = DataLoader(
         train_ds,
         batch_size=batch_size,
@@ -241,5 +242,5 @@ def build_loaders(
         generator=torch.Generator().manual_seed(seed + rank),
         collate_fn=list_data_collate,
     )
-    val = DataLoader(val_ds, batch_size=1, shuffle=False, num_workers=cfg.num_workers)
+    val = DataLoader(val_part, batch_size=1, shuffle=False, num_workers=cfg.num_workers)
     return train, val
