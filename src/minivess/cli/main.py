@@ -16,6 +16,8 @@ from rich.markup import escape
 from minivess import __version__
 from minivess.cli.console import console
 from minivess.cli.data import data_app
+from minivess.cli.evaluate import evaluate
+from minivess.cli.predict import predict
 from minivess.cli.runs import runs_app
 from minivess.cli.train import train_command
 from minivess.errors import MinivessError
@@ -43,6 +45,8 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.command("train")(train_command)
+app.command("evaluate")(evaluate)
+app.command("predict")(predict)
 app.add_typer(runs_app, name="runs")
 
 _state = {"debug": False}

@@ -54,7 +54,9 @@ def run_job(
     if profile:
         handlers.append(TorchProfiler(run_dir / "profile"))
     if not (tracking and cfg.tracking.enabled):
-        return _summarise(cfg, _train(cfg, run_dir, resume_from, handlers, {}))
+        summary = _summarise(cfg, _train(cfg, run_dir, resume_from, handlers, {}))
+        _write_summary(run_dir, summary)
+        return summary
     from minivess.tracking import MLflowHandler, TrackedRun
 
     with TrackedRun(
@@ -70,7 +72,16 @@ def run_job(
         summary["run_id"] = run.run_id
         if cfg.tracking.register_model and result.state.best_metric is not None:
             summary.update(_register(cfg, result, run.run_id))
+    _write_summary(run_dir, summary)
     return summary
+
+
+def _write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    """``summary.json`` in the run folder: what DVC tracks as the train stage's metrics."""
+    import json
+
+    if run_dir.is_dir():
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
 
 def _train(
@@ -163,6 +174,9 @@ def train_command(
         None, "--resume", help="Continue a killed run: its folder or its last.pt."
     ),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run folders go."),
+    run_dir: Path = typer.Option(
+        None, "--run-dir", help="Exact folder of this run [default: <runs-dir>/<name>/<time>]."
+    ),
     profile: bool = typer.Option(
         False, "--profile", help="Trace a few steps with torch.profiler into <run>/profile."
     ),
@@ -181,7 +195,8 @@ def train_command(
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     if not multirun:
         cfg = compose(overrides or [])
-        run_job(cfg, runs_dir / cfg.name / stamp, profile=profile, tracking=not no_tracking)
+        target = run_dir or runs_dir / cfg.name / stamp
+        run_job(cfg, target, profile=profile, tracking=not no_tracking)
         return
     results = launch_experiment(
         lambda cfg: run_job(cfg, job_output_dir(), profile=profile, tracking=not no_tracking),

@@ -1,0 +1,266 @@
+"""The one prediction path: raw volume in, vessel mask and probability out, geometry untouched.
+
+The CLI (``minivess predict``), evaluation, the REST service and the demo all predict through
+:class:`Predictor`, so a volume gets the same normalisation (the training transform, see
+:func:`minivess.data.transforms.normalise_intensity`), the same sliding window and the same
+argmax wherever it is segmented.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+
+from minivess.adapters import CheckpointInfo, ModelAdapter
+from minivess.data.io import NIFTI_SUFFIXES, TIFF_SUFFIXES, read_volume, write_nifti
+from minivess.data.transforms import normalise_intensity
+from minivess.data.volume import Volume
+from minivess.errors import ConfigError, DataError
+from minivess.inference.settings import PredictionSettings
+from minivess.inference.sources import load_source
+
+VESSEL_CLASS = 1
+"""Channel of the network output that is P(vessel); class 0 is background."""
+MASK_SUFFIX = "_mask.nii.gz"
+PROBABILITY_SUFFIX = "_prob.nii.gz"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model made a prediction (for logs, result files and service responses).
+
+    Args:
+        source: What the model was loaded from (a path or an MLflow URI), or ``""``.
+        adapter: Registry name of the adapter (``"segresnet"``).
+        config: The adapter's hyper-parameters.
+        data_version: Version of the data it was trained on, if recorded.
+        code_version: minivess, git commit, torch and monai versions at training time.
+        created_at: When the checkpoint was written (ISO-8601 UTC).
+    """
+
+    source: str
+    adapter: str
+    config: dict[str, Any] = field(default_factory=dict)
+    data_version: str | None = None
+    code_version: dict[str, str | None] = field(default_factory=dict)
+    created_at: str = ""
+
+    @classmethod
+    def from_checkpoint(cls, info: CheckpointInfo, source: str) -> Self:
+        """The description of a loaded checkpoint."""
+        return cls(
+            source, info.adapter, info.config, info.data_version, info.code_version, info.created_at
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The segmentation of one volume, on the input's grid.
+
+    Args:
+        mask: ``uint8`` argmax class per voxel (1 = vessel), with the input's affine and header.
+        probability: ``float32`` P(vessel) per voxel in [0, 1], same geometry.
+        seconds: Wall time of normalisation plus sliding-window inference.
+        model: The model that predicted.
+    """
+
+    mask: Volume
+    probability: Volume
+    seconds: float
+    model: ModelInfo
+
+
+class Predictor:
+    """Segment raw volumes with a trained model and its own preprocessing and window.
+
+    Build it with :meth:`from_source` (a checkpoint or an MLflow model URI); the constructor
+    takes an adapter already in memory. The network runs in :meth:`probabilities` only, so
+    another runtime (e.g. an exported ONNX graph) needs to replace that one method.
+
+    Args:
+        adapter: The trained network.
+        settings: Normalisation and sliding-window settings (usually from the checkpoint).
+        device: Where the network runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        model: Description of the model, carried into every :class:`Prediction`.
+
+    Raises:
+        ConfigError: ``device`` is unknown or not available here.
+
+    Example:
+        >>> predictor = Predictor.from_source("models:/minivess@champion")  # doctest: +SKIP
+        >>> predictor.predict_file("stack.tif", "out/")  # doctest: +SKIP
+        [PosixPath('out/stack_mask.nii.gz')]
+    """
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        settings: PredictionSettings,
+        *,
+        device: str = "cpu",
+        model: ModelInfo | None = None,
+    ) -> None:
+        self.adapter = adapter
+        self.settings = settings
+        self.device = _device(device)
+        self.model = model or ModelInfo(source="", adapter=adapter.name)
+        adapter.network.to(self.device)
+
+    @classmethod
+    def from_source(
+        cls, source: str | Path, *, device: str = "cpu", precision: str | None = None
+    ) -> Self:
+        """Load a model with the settings it was trained with.
+
+        Args:
+            source: A minivess checkpoint (``.pt``), a folder holding one, or an MLflow model
+                URI (``models:/<name>@<alias>``, ``models:/<name>/<version>``,
+                ``runs:/<run_id>/<path>``); see :func:`minivess.inference.sources.load_source`.
+            device: Where the network runs.
+            precision: Override the checkpoint's inference precision (``"fp32"``, ``"bf16"``,
+                ``"fp16"``, ``"auto"``); ``None`` keeps it.
+
+        Raises:
+            CheckpointError: Not a readable checkpoint, or one without its ``preprocessing``
+                and ``inference`` settings.
+            ConfigError: Unknown device or precision.
+            MinivessError: An MLflow URI that names no model.
+        """
+        adapter, info = load_source(source)
+        settings = PredictionSettings.from_checkpoint(info)
+        if precision is not None:
+            settings = settings.with_precision(precision)
+        model = ModelInfo.from_checkpoint(info, str(source))
+        return cls(adapter, settings, device=str(device), model=model)
+
+    def probabilities(self, volume: Volume) -> torch.Tensor:
+        """Softmax class probabilities ``(classes, H, W, D)`` (float32, CPU) of a raw volume.
+
+        Raises:
+            DataError: The volume is not 3D, not numeric, or holds NaN/inf (names the file).
+        """
+        check_volume(volume)
+        image = normalise_intensity(volume.array[None], self.settings.preprocessing.percentiles)
+        window = self.settings.inference
+        return self.adapter.predict_volume(
+            image,
+            roi_size=window.roi_size,
+            overlap=window.overlap,
+            sw_batch_size=window.sw_batch_size,
+            precision=window.precision,
+        )
+
+    def predict(self, volume: Volume) -> Prediction:
+        """Vessel mask and probability of a raw volume, on its grid.
+
+        Args:
+            volume: Raw intensities as read by :func:`minivess.data.io.read_volume`.
+
+        Returns:
+            The prediction; both volumes keep ``volume``'s affine, header and source.
+
+        Raises:
+            DataError: The volume is not 3D, not numeric, or holds NaN/inf (names the file).
+        """
+        start = time.perf_counter()
+        probs = self.probabilities(volume)
+        mask = probs.argmax(0).to(torch.uint8).numpy()
+        vessel = probs[VESSEL_CLASS].numpy().astype(np.float32, copy=False)
+        seconds = time.perf_counter() - start
+        return Prediction(
+            mask=volume.with_array(mask),
+            probability=volume.with_array(vessel),
+            seconds=seconds,
+            model=self.model,
+        )
+
+    def predict_file(
+        self, path: str | Path, out_dir: str | Path, *, probabilities: bool = False
+    ) -> list[Path]:
+        """Predict a NIfTI or TIFF file and write ``<stem>_mask.nii.gz`` into ``out_dir``.
+
+        Outputs carry exactly the input's shape and affine (a TIFF's spacing becomes the NIfTI
+        voxel size in micrometres) and are written atomically, after the input has been read
+        and checked, so a bad input leaves no output.
+
+        Args:
+            path: A ``.nii``, ``.nii.gz``, ``.tif``, ``.tiff`` or ``.ome.tif`` volume.
+            out_dir: Output folder (created if missing).
+            probabilities: Also write ``<stem>_prob.nii.gz`` (float32 P(vessel)).
+
+        Returns:
+            The files written: the mask, then the probabilities if asked for.
+
+        Raises:
+            DataError: The file is missing, unreadable, not 3D, or holds NaN/inf.
+        """
+        path, out_dir = Path(path), Path(out_dir)
+        prediction = self.predict(read_volume(path))
+        stem = output_stem(path)
+        written = [
+            write_nifti(
+                out_dir / f"{stem}{MASK_SUFFIX}", prediction.mask.array, like=prediction.mask
+            )
+        ]
+        if probabilities:
+            target = out_dir / f"{stem}{PROBABILITY_SUFFIX}"
+            written.append(
+                write_nifti(target, prediction.probability.array, like=prediction.probability)
+            )
+        return written
+
+
+def check_volume(volume: Volume) -> None:
+    """Refuse what the network cannot segment: not 3D, non-numeric, NaN or infinite voxels.
+
+    Raises:
+        DataError: Naming ``volume.source`` and the rule (``dimensionality``, ``dtype``,
+            ``non-finite``).
+    """
+    array = np.asarray(volume.array)
+    if array.ndim != 3 or min(array.shape, default=0) < 1:
+        raise DataError(
+            volume.source, "dimensionality", f"expected a 3D volume, got shape {array.shape}"
+        )
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+        raise DataError(
+            volume.source, "dtype", f"expected numeric intensities, got dtype {array.dtype}"
+        )
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise DataError(volume.source, "dtype", "complex intensities cannot be segmented")
+    if np.issubdtype(array.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            raise DataError(
+                volume.source,
+                "non-finite",
+                f"{bad} voxel(s) are NaN or infinite; fix or mask them before predicting",
+            )
+
+
+def output_stem(path: Path) -> str:
+    """The file name without its volume suffix: ``a.nii.gz`` -> ``a``, ``b.ome.tif`` -> ``b``."""
+    name = path.name
+    for suffix in sorted((*NIFTI_SUFFIXES, *TIFF_SUFFIXES), key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device {name!r} ({exc}); use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is available; use cpu")
+    return device

@@ -1,0 +1,114 @@
+"""What a checkpoint must say about preprocessing and sliding-window inference to predict alone.
+
+Training writes both into the checkpoint's ``extra`` (see
+:func:`minivess.training.recipe.checkpoint_extras`)::
+
+    "preprocessing": {"percentile_lower": 1.0, "percentile_upper": 99.8},
+    "inference": {"roi_size": [96, 96, 16], "overlap": 0.25, "sw_batch_size": 1,
+                  "precision": "auto"}
+
+They are read back here and validated with the same pydantic models the experiment config uses,
+so a checkpoint that predicts in training predicts identically everywhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from minivess.adapters import CheckpointError, CheckpointInfo
+from minivess.config.model import InferenceConfig
+from minivess.config.validation import describe_validation_error, validate_or_raise
+
+
+class Preprocessing(BaseModel):
+    """Per-volume intensity percentiles mapped to 0 and 1 (clipped beyond), as in training."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    percentile_lower: float = Field(ge=0.0, le=100.0)
+    """Percentile mapped to 0."""
+    percentile_upper: float = Field(ge=0.0, le=100.0)
+    """Percentile mapped to 1."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.percentile_lower >= self.percentile_upper:
+            raise ValueError(
+                f"percentile_lower ({self.percentile_lower}) must be below percentile_upper "
+                f"({self.percentile_upper})"
+            )
+        return self
+
+    @property
+    def percentiles(self) -> tuple[float, float]:
+        """``(lower, upper)``, as ``normalise_intensity`` takes them."""
+        return self.percentile_lower, self.percentile_upper
+
+
+@dataclass(frozen=True)
+class PredictionSettings:
+    """How raw volumes become the network's input and how the network covers them.
+
+    Args:
+        preprocessing: Intensity normalisation.
+        inference: Sliding window (``roi_size``, ``overlap``, ``sw_batch_size``, ``precision``).
+
+    Example:
+        >>> settings = PredictionSettings.from_extra({
+        ...     "preprocessing": {"percentile_lower": 1, "percentile_upper": 99.8},
+        ...     "inference": {"roi_size": [64, 64, 16], "overlap": 0.25, "sw_batch_size": 1,
+        ...                   "precision": "fp32"}})
+        >>> settings.inference.roi_size, settings.preprocessing.percentiles
+        ((64, 64, 16), (1.0, 99.8))
+    """
+
+    preprocessing: Preprocessing
+    inference: InferenceConfig
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> Self:
+        """Settings from a checkpoint's ``extra`` dict; a ValueError naming what is wrong."""
+        missing = [key for key in ("preprocessing", "inference") if key not in extra]
+        if missing:
+            raise ValueError(f"no {' or '.join(repr(k) for k in missing)} entry")
+        try:
+            preprocessing = Preprocessing.model_validate(extra["preprocessing"])
+            inference = InferenceConfig.model_validate(extra["inference"])
+        except ValidationError as exc:
+            section = "preprocessing" if exc.title == Preprocessing.__name__ else "inference"
+            raise ValueError(describe_validation_error(exc, section)) from None
+        return cls(preprocessing, inference)
+
+    @classmethod
+    def from_checkpoint(cls, info: CheckpointInfo) -> Self:
+        """The settings stored in a checkpoint.
+
+        Raises:
+            CheckpointError: ``extra["preprocessing"]`` or ``extra["inference"]`` is missing or
+                invalid (rule ``prediction-settings``); the message says which key.
+        """
+        try:
+            return cls.from_extra(info.extra)
+        except ValueError as exc:
+            raise CheckpointError(
+                info.path,
+                "prediction-settings",
+                f"checkpoint cannot predict on its own: {exc}; save it with extra="
+                "{'preprocessing': {'percentile_lower': ..., 'percentile_upper': ...}, "
+                "'inference': {'roi_size': [h, w, d], 'overlap': ..., 'sw_batch_size': ..., "
+                "'precision': ...}} (training does)",
+            ) from None
+
+    def with_precision(self, precision: str) -> PredictionSettings:
+        """The same settings with another inference precision (validated).
+
+        Raises:
+            ConfigError: ``precision`` is not ``auto``, ``fp32``, ``bf16`` or ``fp16``.
+        """
+        values = {**self.inference.model_dump(), "precision": precision}
+        return PredictionSettings(
+            self.preprocessing, validate_or_raise(InferenceConfig, values, "inference")
+        )

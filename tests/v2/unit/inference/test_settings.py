@@ -1,0 +1,50 @@
+"""Prediction settings read from a checkpoint's ``extra``, with errors naming the bad key."""
+
+from __future__ import annotations
+
+import pytest
+
+from minivess.errors import ConfigError
+from minivess.inference import PredictionSettings
+
+from .conftest import PREDICTION_EXTRA
+
+
+def test_training_extras_round_trip() -> None:
+    settings = PredictionSettings.from_extra(PREDICTION_EXTRA)
+    assert settings.preprocessing.percentiles == (1.0, 99.8)
+    assert settings.inference.roi_size == (32, 32, 8)
+    assert settings.inference.overlap == 0.25
+    assert settings.inference.sw_batch_size == 4
+    assert settings.inference.precision == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"inference": PREDICTION_EXTRA["inference"]}, "'preprocessing'"),
+        ({"preprocessing": PREDICTION_EXTRA["preprocessing"]}, "'inference'"),
+        (
+            {
+                **PREDICTION_EXTRA,
+                "inference": {**PREDICTION_EXTRA["inference"], "roi_size": [0, 4, 4]},
+            },
+            "inference.roi_size",
+        ),
+        (
+            {**PREDICTION_EXTRA, "preprocessing": {"percentile_lower": 99, "percentile_upper": 1}},
+            "preprocessing",
+        ),
+    ],
+)
+def test_missing_or_invalid_settings_name_the_key(extra: dict, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        PredictionSettings.from_extra(extra)
+
+
+def test_precision_override_is_validated() -> None:
+    settings = PredictionSettings.from_extra(PREDICTION_EXTRA)
+    assert settings.with_precision("auto").inference.precision == "auto"
+    assert settings.with_precision("auto").inference.roi_size == (32, 32, 8)
+    with pytest.raises(ConfigError, match=r"inference\.precision"):
+        settings.with_precision("fp8")
