@@ -15,6 +15,22 @@ sync:
 prepare:
     uv run minivess data prepare {{vesselnn}} --out data/prepared/vesselnn --overwrite
 
+# Train (quick SegResNet profile unless overridden, e.g. model=swinunetr)
+train *overrides:
+    uv run minivess train {{overrides}}
+
+# Evaluate a model (checkpoint or registry URI) on the held-out fold
+evaluate model="models:/minivess@champion" fold="0":
+    uv run minivess evaluate --model {{model}} --data data/prepared/vesselnn --fold {{fold}} --subset val
+
+# Segment a NIfTI/TIFF file or folder into out
+predict input out model="models:/minivess@champion":
+    uv run minivess predict {{input}} --model {{model}} --out {{out}}
+
+# Leaderboard of tracked runs, or runs sql "select ..."
+runs *args:
+    uv run minivess runs {{args}}
+
 # Reproduce the DVC pipeline offline and push its outputs to the default (local) remote
 repro:
     uv run dvc repro

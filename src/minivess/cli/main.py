@@ -68,6 +68,8 @@ def _root(
     """minivess: 3D vessel segmentation of two-photon microscopy volumes."""
     _state["debug"] = debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
+    if not debug:  # MLflow logs table creation and system-metric threads at INFO
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from minivess.cli.console import console
-from minivess.config.experiment import ExperimentConfig
+
+if TYPE_CHECKING:
+    from minivess.config.experiment import ExperimentConfig
 
 OVERRIDES_HELP = (
     "Hydra overrides, e.g. [bold]model=swinunetr training.max_epochs=3[/] or, with -m, "
@@ -185,7 +187,12 @@ def train_command(
     ),
 ) -> None:
     """Train a model: [bold]minivess train[/] runs the quick SegResNet profile on VesselNN."""
-    from minivess.config.experiment import compose, job_output_dir, launch_experiment
+    from minivess.config.experiment import (
+        ExperimentConfig,
+        compose,
+        job_output_dir,
+        launch_experiment,
+    )
 
     if resume is not None:
         run_dir, checkpoint = _resume_target(resume)

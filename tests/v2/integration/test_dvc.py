@@ -45,8 +45,8 @@ def project(tmp_path: Path, synthetic_dataset_dir: Path) -> Path:
     shutil.copytree(REPO / ".dvc", proj / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
     shutil.copy(REPO / ".dvcignore", proj / ".dvcignore")
     shutil.copytree(
-        REPO / "src" / "minivess" / "data",
-        proj / "src" / "minivess" / "data",
+        REPO / "src" / "minivess",
+        proj / "src" / "minivess",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     params = yaml.safe_load((REPO / "configs" / "pipeline.yaml").read_text())
@@ -66,19 +66,19 @@ def test_shipped_config_defaults_to_a_local_remote() -> None:
 def test_repro_push_pull_round_trip(project: Path) -> None:
     remote = project.parent / "remote"
     _run([str(BIN / "dvc"), "remote", "modify", "--local", "local", "url", str(remote)], project)
-    _run([str(BIN / "dvc"), "repro"], project)
+    _run([str(BIN / "dvc"), "repro", "prepare"], project)
     prepared = project / "data" / "prepared" / "vesselnn"
     manifest = read_manifest(prepared / "manifest.csv")
     assert len(manifest) == 4
-    assert "didn't change" in _run([str(BIN / "dvc"), "repro"], project)
-    status = _run([str(BIN / "dvc"), "status"], project)
+    assert "didn't change" in _run([str(BIN / "dvc"), "repro", "prepare"], project)
+    status = _run([str(BIN / "dvc"), "status", "prepare"], project)
     assert "up to date" in status.lower()
 
-    _run([str(BIN / "dvc"), "push"], project)
+    _run([str(BIN / "dvc"), "push", "prepare"], project)
     before = {p.relative_to(prepared): p.read_bytes() for p in prepared.rglob("*") if p.is_file()}
     shutil.rmtree(prepared)
     shutil.rmtree(project / ".dvc" / "cache")
-    _run([str(BIN / "dvc"), "pull"], project)
+    _run([str(BIN / "dvc"), "pull", "prepare"], project)
     after = {p.relative_to(prepared): p.read_bytes() for p in prepared.rglob("*") if p.is_file()}
     assert after == before
 
@@ -137,11 +137,11 @@ def test_push_and_pull_through_an_s3_remote(project: Path, moto_s3: str) -> None
         project,
         env,
     )
-    _run([str(BIN / "dvc"), "repro"], project, env)
-    _run([str(BIN / "dvc"), "push", "-r", "minio"], project, env)
+    _run([str(BIN / "dvc"), "repro", "prepare"], project, env)
+    _run([str(BIN / "dvc"), "push", "-r", "minio", "prepare"], project, env)
     prepared = project / "data" / "prepared" / "vesselnn"
     manifest_bytes = (prepared / "manifest.csv").read_bytes()
     shutil.rmtree(prepared)
     shutil.rmtree(project / ".dvc" / "cache")
-    _run([str(BIN / "dvc"), "pull", "-r", "minio"], project, env)
+    _run([str(BIN / "dvc"), "pull", "-r", "minio", "prepare"], project, env)
     assert (prepared / "manifest.csv").read_bytes() == manifest_bytes
