@@ -9,6 +9,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+# pytest-xdist runs one worker per core: one compute thread each avoids oversubscribing the
+# cores (torch reads this at import, and subprocesses started by tests inherit it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -56,7 +56,8 @@ def run_job(
     if profile:
         handlers.append(TorchProfiler(run_dir / "profile"))
     if not (tracking and cfg.tracking.enabled):
-        summary = _summarise(cfg, _train(cfg, run_dir, resume_from, handlers, {}))
+        result = _train(cfg, run_dir, resume_from, handlers, {})
+        summary = {**_summarise(cfg, result), **_evaluate(cfg, result)}
         _write_summary(run_dir, summary)
         return summary
     from minivess.tracking import MLflowHandler, TrackedRun
@@ -70,7 +71,7 @@ def run_job(
     ) as run:
         handlers.append(MLflowHandler(run))
         result = _train(cfg, run_dir, resume_from, handlers, {"run_id": run.run_id})
-        summary = _summarise(cfg, result)
+        summary = {**_summarise(cfg, result), **_evaluate(cfg, result, run.run_id)}
         summary["run_id"] = run.run_id
         if cfg.tracking.register_model and result.state.best_metric is not None:
             summary.update(_register(cfg, result, run.run_id))
@@ -102,6 +103,35 @@ def _train(
         handlers=tuple(handlers),
         checkpoint_extra=lambda: extra,
     )
+
+
+def _evaluate(cfg: ExperimentConfig, result: Any, run_id: str | None = None) -> dict[str, Any]:
+    """All metrics of the best checkpoint on the fold's held-out volumes, saved and logged."""
+    from minivess.evaluation import evaluate_prepared
+
+    if not result.best_checkpoint.is_file():
+        return {}
+    evaluation = evaluate_prepared(
+        result.best_checkpoint,
+        cfg.data.dataset_dir,
+        splits_file=cfg.data.splits_file,
+        fold=cfg.data.fold,
+        subset="val",
+    )
+    evaluation.save(result.run_dir / "evaluation", run_id=run_id)
+    means = {f"heldout_{name}": s.mean for name, s in evaluation.summary.items()}
+    table = evaluation.per_volume.set_index("id")
+    lines = [
+        f"  {case}: dice {row['dice']:.4f} cldice {row['cldice']:.4f} nsd {row['nsd']:.4f}"
+        for case, row in table.iterrows()
+    ]
+    console.print(
+        "held-out volumes (fold {}):\n{}\n  mean dice {:.4f}".format(
+            cfg.data.fold, "\n".join(lines), means.get("heldout_dice", float("nan"))
+        ),
+        highlight=False,
+    )
+    return means
 
 
 def _run_id_of(checkpoint: Path | None) -> str | None:
@@ -151,7 +181,9 @@ def _summarise(cfg: ExperimentConfig, result: Any) -> dict[str, Any]:
     console.print(
         f"[green]trained[/] {cfg.model.name} for {state.epoch} epochs ({state.iteration} steps, "
         f"{summary['train_minutes']} min, {state.stop_reason}); best val dice {best} "
-        f"at epoch {state.best_epoch}\n  checkpoint {result.best_checkpoint}",
+        f"at epoch {state.best_epoch}\n  checkpoint {result.best_checkpoint}\n"
+        f"  evaluate: minivess evaluate --model {result.best_checkpoint} "
+        f"--data {cfg.data.dataset_dir} --splits {cfg.data.splits_file} --fold {cfg.data.fold}",
         highlight=False,
     )
     return summary
