@@ -47,6 +47,8 @@ def run_job(
     tracking: bool = True,
 ) -> dict[str, Any]:
     """Train one experiment into ``run_dir``, tracked in MLflow unless switched off."""
+    import os
+
     from minivess.training.engine import Handler
     from minivess.training.handlers.profiling import TorchProfiler
     from minivess.training.handlers.progress import ProgressBar
@@ -55,6 +57,9 @@ def run_job(
     handlers: list[Handler] = [ProgressBar(console)]
     if profile:
         handlers.append(TorchProfiler(run_dir / "profile"))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 tracks and reports
+        result = _train(cfg, run_dir, resume_from, [], {})
+        return {"rank": int(os.environ["RANK"]), "epochs": result.state.epoch}
     if not (tracking and cfg.tracking.enabled):
         result = _train(cfg, run_dir, resume_from, handlers, {})
         summary = {**_summarise(cfg, result), **_evaluate(cfg, result)}

@@ -9,7 +9,7 @@ applied in this order (a later one wins where they overlap):
     (``<data.root>/vesselnn`` with its ``splits.json``).
 ``profile``
     ``quick`` (default): SegResNet-sized bf16 CPU run meant to finish within about 15 minutes
-    on 2 cores: 96x96x16 patches, 2 per step (from one volume), AdamW 2e-3 with warm-up and
+    on 2 cores: 96x96x16 patches, 2 per step (from one volume), AdamW 2e-3 with 2 warm-up epochs and
     cosine decay, Dice + CE, 180 epochs of 4 steps (720 steps), at most 13 min of training.
     ``full``: GPU-sized: 128x128x32 patches, 8 per step, 1000 epochs, early stopping.
 ``model``
@@ -119,7 +119,7 @@ QUICK = {
         "device": "cpu",
         "max_time_minutes": 13,
         "optimizer": {"name": "adamw", "lr": 2e-3},
-        "scheduler": {"name": "warmup_cosine", "warmup_epochs": 5},
+        "scheduler": {"name": "warmup_cosine", "warmup_epochs": 2},
         "loss": {"name": "dice_ce"},
     },
 }

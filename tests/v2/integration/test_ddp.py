@@ -49,7 +49,11 @@ def test_torchrun_two_processes_train_one_model(
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "MINIVESS_TRACKING__URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+        },
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -61,3 +65,10 @@ def test_torchrun_two_processes_train_one_model(
     # two training volumes, one per rank, batch 1: one optimizer step per epoch per rank
     assert state["iteration"] == 2
     assert 0.0 <= state["metrics"]["dice"] <= 1.0
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert len(runs) == 1  # one tracked run for the job, from rank 0 only
+    assert runs.iloc[0]["run_id"] == info.extra["run_id"]

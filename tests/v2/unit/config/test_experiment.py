@@ -47,12 +47,15 @@ def test_defaults_compose_to_the_quick_segresnet_run() -> None:
     assert cfg.data.dataset_dir == get_settings().data.root / "vesselnn"
     assert cfg.data.splits_file == cfg.data.dataset_dir / "splits.json"
     training = cfg.training
-    assert (training.precision, training.device, training.batch_size) == ("bf16", "cpu", 2)
+    assert (training.precision, training.device, training.batch_size) == ("bf16", "cpu", 1)
     assert (training.optimizer.name, training.optimizer.lr) == ("adamw", 2e-3)
     assert (training.scheduler.name, training.loss.name) == ("warmup_cosine", "dice_ce")
-    # about 900 steps of 2 patches: 2 training volumes per step, one patch each
+    # 720 steps of 2 patches (one training volume per step, two patches from it), and a
+    # training-time limit that leaves room for preparation and evaluation within 15 minutes
     assert cfg.data.samples_per_volume * training.batch_size == 2
-    assert training.max_time_minutes == 15
+    assert training.max_epochs * 4 == 720
+    assert training.max_time_minutes == 13
+    assert cfg.inference.roi_size == cfg.data.patch_size
     # what runs and checkpoints record (JSON) validates back to the same config
     assert ExperimentConfig.model_validate_json(cfg.model_dump_json()) == cfg
 
