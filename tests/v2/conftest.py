@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +60,70 @@ def prepared_synthetic(synthetic_dataset_dir: Path, tmp_path_factory: pytest.Tem
     prepared = prepare_dataset(synthetic_dataset_dir, out)
     save_splits(splits_for_prepared(out, k=2, seed=0), out / "splits.json")
     return prepared
+
+
+#: A seeded SegResNet small enough for unit tests (sides multiples of 4).
+TINY_SEGRESNET = {"init_filters": 4, "num_groups": 4, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]}
+#: What training stores in a checkpoint for prediction (preprocessing and sliding window).
+PREDICTION_EXTRA = {
+    "preprocessing": {"percentile_lower": 1.0, "percentile_upper": 99.8},
+    "inference": {
+        "roi_size": [64, 64, 16],
+        "overlap": 0.25,
+        "sw_batch_size": 1,
+        "precision": "fp32",
+    },
+}
+
+
+@pytest.fixture
+def tiny_adapter() -> Any:
+    """A freshly seeded tiny SegResNet adapter (random weights, reproducible)."""
+    import torch
+
+    from minivess.adapters import build_adapter
+
+    torch.manual_seed(0)
+    return build_adapter("segresnet", TINY_SEGRESNET)
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path, tiny_adapter: Any) -> Path:
+    """``tiny_adapter`` saved with the preprocessing and window that training writes."""
+    return tiny_adapter.save_checkpoint(tmp_path / "model" / "best.pt", extra=PREDICTION_EXTRA)
+
+
+@pytest.fixture(scope="session")
+def mlflow_template_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite database with its tables created once (migrations take ~1-2 s)."""
+    from minivess.tracking.setup import import_mlflow
+
+    mlflow = import_mlflow()
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def tracking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_template_store: Path
+) -> Iterator[str]:
+    """Tracking configured to ``<tmp>/mlruns/mlflow.db`` with artifacts in ``<tmp>/mlruns``.
+
+    MLflow's process-wide URI and minivess's configuration are restored afterwards.
+    """
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    from minivess.tracking import setup
+    from minivess.tracking.setup import configure_tracking, import_mlflow
+
+    mlflow = import_mlflow()
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(setup, "_current", setup._Tracking())
+    store = tmp_path / "mlruns"
+    store.mkdir()
+    shutil.copyfile(mlflow_template_store, store / "mlflow.db")
+    yield configure_tracking(f"sqlite:///{store / 'mlflow.db'}")
+    while mlflow.active_run() is not None:
+        mlflow.end_run()

@@ -69,6 +69,7 @@ def _root(
     _state["debug"] = debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
     if not debug:  # MLflow logs table creation and system-metric threads at INFO
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 

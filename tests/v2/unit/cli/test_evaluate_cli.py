@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 import typer
 from typer.testing import CliRunner
 
-from minivess.adapters import build_adapter
 from minivess.cli.evaluate import evaluate
 from minivess.errors import ConfigError, MinivessError
-
-TINY_SEGRESNET = {"init_filters": 4, "num_groups": 4, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]}
-EXTRA = {
-    "preprocessing": {"percentile_lower": 1.0, "percentile_upper": 99.8},
-    "inference": {
-        "roi_size": [64, 64, 16],
-        "overlap": 0.25,
-        "sw_batch_size": 1,
-        "precision": "fp32",
-    },
-}
 
 
 def cli() -> typer.Typer:
@@ -33,29 +19,6 @@ def cli() -> typer.Typer:
     app.command("evaluate")(evaluate)
     app.command("noop", hidden=True)(lambda: None)
     return app
-
-
-@pytest.fixture
-def checkpoint(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    adapter = build_adapter("segresnet", TINY_SEGRESNET)
-    return adapter.save_checkpoint(tmp_path / "best.pt", extra=EXTRA)
-
-
-@pytest.fixture
-def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A fresh SQLite MLflow store; MLflow's and minivess's targets are restored afterwards."""
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    from minivess.tracking import setup
-
-    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(setup, "_current", setup._Tracking())
-    yield setup.configure_tracking(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    mlflow = setup.import_mlflow()
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
 
 
 def test_evaluate_prints_the_table_and_writes_the_files(

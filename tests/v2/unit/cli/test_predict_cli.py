@@ -8,25 +8,12 @@ from typing import Any, cast
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 import typer
 from typer.testing import CliRunner
 
-from minivess.adapters import build_adapter
 from minivess.cli.predict import predict
 from minivess.errors import DataError
 from minivess.inference import FolderPredictionError
-
-TINY_SEGRESNET = {"init_filters": 4, "num_groups": 4, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]}
-EXTRA = {
-    "preprocessing": {"percentile_lower": 1.0, "percentile_upper": 99.8},
-    "inference": {
-        "roi_size": [64, 64, 16],
-        "overlap": 0.25,
-        "sw_batch_size": 1,
-        "precision": "fp32",
-    },
-}
 
 
 def cli() -> typer.Typer:
@@ -35,13 +22,6 @@ def cli() -> typer.Typer:
     app.command("predict")(predict)
     app.command("noop", hidden=True)(lambda: None)
     return app
-
-
-@pytest.fixture
-def checkpoint(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    adapter = build_adapter("segresnet", TINY_SEGRESNET)
-    return adapter.save_checkpoint(tmp_path / "best.pt", extra=EXTRA)
 
 
 @pytest.fixture

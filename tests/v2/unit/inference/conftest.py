@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
-import torch
 
-from minivess.adapters import ModelAdapter, build_adapter
+from minivess.adapters import ModelAdapter
 from minivess.data.io import parse_ome_spacing, read_tiff
 from minivess.data.volume import Volume, affine_from_spacing
 
@@ -26,13 +23,6 @@ PREDICTION_EXTRA = {
     },
 }
 REAL_NAME = "poon2015_plaqueVessels"
-
-
-@pytest.fixture
-def tiny_adapter() -> ModelAdapter:
-    """A seeded SegResNet with two halvings (sides multiples of 4)."""
-    torch.manual_seed(0)
-    return build_adapter("segresnet", TINY_SEGRESNET)
 
 
 @pytest.fixture
@@ -66,35 +56,3 @@ def real_tiff(tmp_path: Path, real_crop: Volume) -> Path:
         metadata={"axes": "ZYX", "PhysicalSizeX": sx, "PhysicalSizeY": sy, "PhysicalSizeZ": sz},
     )
     return path
-
-
-@pytest.fixture(scope="session")
-def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow SQLite database with its tables created once (migrations take ~1-2 s)."""
-    from minivess.tracking.setup import import_mlflow
-
-    mlflow = import_mlflow()
-    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
-    return db
-
-
-@pytest.fixture
-def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _empty_store: Path) -> Iterator[str]:
-    """Tracking configured to ``<tmp>/mlruns/mlflow.db``; MLflow's and minivess's targets are
-    restored afterwards (the same fixture as the tracking tests')."""
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    from minivess.tracking import setup
-    from minivess.tracking.setup import configure_tracking, import_mlflow
-
-    mlflow = import_mlflow()
-    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(setup, "_current", setup._Tracking())
-    store = tmp_path / "mlruns"
-    store.mkdir()
-    shutil.copyfile(_empty_store, store / "mlflow.db")
-    yield configure_tracking(f"sqlite:///{store / 'mlflow.db'}")
-    while mlflow.active_run() is not None:
-        mlflow.end_run()

@@ -41,10 +41,13 @@ def _with_tables(db: Path, template: Path) -> None:
 
 
 def test_default_comes_from_settings_under_the_project(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_configuration: None, empty_store: Path
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_configuration: None,
+    mlflow_template_store: Path,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    _with_tables(tmp_path / "mlruns" / "mlflow.db", empty_store)
+    _with_tables(tmp_path / "mlruns" / "mlflow.db", mlflow_template_store)
     for key in list(os.environ):
         if key.startswith("MINIVESS_TRACKING__"):
             monkeypatch.delenv(key)
@@ -58,12 +61,15 @@ def test_default_comes_from_settings_under_the_project(
 
 
 def test_settings_environment_variables_choose_the_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_configuration: None, empty_store: Path
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_configuration: None,
+    mlflow_template_store: Path,
 ) -> None:
     from minivess.config.settings import get_settings
 
     monkeypatch.chdir(tmp_path)
-    _with_tables(tmp_path / "elsewhere" / "runs.db", empty_store)
+    _with_tables(tmp_path / "elsewhere" / "runs.db", mlflow_template_store)
     monkeypatch.setenv("MINIVESS_TRACKING__URI", f"sqlite:///{tmp_path}/elsewhere/runs.db")
     monkeypatch.setenv("MINIVESS_TRACKING__ARTIFACT_LOCATION", str(tmp_path / "blobs"))
     get_settings(reload=True)
@@ -78,10 +84,10 @@ def test_settings_environment_variables_choose_the_store(
 
 
 def test_explicit_sqlite_uri_keeps_artifacts_beside_the_database(
-    tmp_path: Path, fresh_configuration: None, empty_store: Path
+    tmp_path: Path, fresh_configuration: None, mlflow_template_store: Path
 ) -> None:
     db = tmp_path / "deep" / "folder" / "mlflow.db"
-    _with_tables(db, empty_store)
+    _with_tables(db, mlflow_template_store)
     configure_tracking(f"sqlite:///{db}")
     experiment_id = ensure_experiment("my exp/1")
     note = tmp_path / "note.txt"
