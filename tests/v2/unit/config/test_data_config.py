@@ -29,7 +29,7 @@ def test_defaults_are_valid_and_sensible() -> None:
 
 def test_round_trips_through_plain_data() -> None:
     cfg = _cfg(
-        patch_size=(64, 64, 8), cache="disk", cache_dir="/tmp/c", augmentation={"flip": {"p": 0.1}}
+        patch_size=(64, 64, 8), cache="disk", cache_dir="cache", augmentation={"flip": {"p": 0.1}}
     )
     assert DataConfig.model_validate(cfg.model_dump(mode="json")) == cfg
 
