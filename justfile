@@ -42,11 +42,15 @@ test *args:
 
 # Lint, format check and type check
 lint:
-    uv run ruff check src tests examples
-    uv run ruff format --check src tests examples
+    uv run ruff check src tests examples benchmarks
+    uv run ruff format --check src tests examples benchmarks
     uv run mypy
 
 # Format the code
 fmt:
     uv run ruff check --fix src tests examples
     uv run ruff format src tests examples
+
+# Run the benchmark suite and rewrite docs/benchmarks.md (about 10 minutes on 2 cores)
+bench *args:
+    uv run python -m benchmarks.run_all {{args}}

@@ -1,0 +1,223 @@
+"""Full-volume inference: plain MONAI sliding window (eager fp32) vs ``adapter.predict_volume``.
+
+Each path runs in its own fresh worker process (``--worker``) on the same saved volume and
+checkpoint, so that its peak RSS is its own (``ru_maxrss`` is per process) and neither path
+inherits the other's warmed allocator. The worker times every repeat, counts the windows the
+network saw, and saves its argmax so the parent can compare the two masks voxel by voxel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from benchmarks.common import (
+    REPO_ROOT,
+    configure_threads,
+    load_average,
+    peak_rss_mb,
+    summary,
+    time_repeats,
+)
+
+VOLUME = "poon2015_BBB_Leakage_BM4D_denoised.tif"
+PATHS = ("baseline", "project")
+
+
+def load_volume(source: Path, depth: int | None = None, size: int | None = None) -> np.ndarray:
+    """The real test volume as a normalised ``(1, H, W, D)`` float32 array.
+
+    Args:
+        source: The VesselNN folder (``denoised/`` holds the TIFF).
+        depth: If larger than the stack, reflect it along Z up to this depth (MiniVess volumes
+            reach Z=110; the VesselNN stacks stop at 26).
+        size: If given, keep only the top-left ``size`` x ``size`` in-plane corner.
+
+    Returns:
+        The volume, normalised with the training percentiles (1, 99.8).
+    """
+    from minivess.data.io import read_tiff
+    from minivess.data.transforms import normalise_intensity
+
+    array = read_tiff(source / "denoised" / VOLUME).array
+    if size is not None:
+        array = array[:size, :size]
+    if depth is not None and depth > array.shape[2]:
+        array = np.pad(array, ((0, 0), (0, 0), (0, depth - array.shape[2])), mode="symmetric")
+    normalised = normalise_intensity(array[None].astype(np.float32), (1.0, 99.8))
+    return np.ascontiguousarray(torch.as_tensor(normalised).numpy(), dtype=np.float32)
+
+
+def window_flops(checkpoint: Path, roi: Sequence[int]) -> int:
+    """FLOPs of one forward pass of one window (fp32, batch 1), counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from minivess.adapters import load_checkpoint
+
+    adapter, _ = load_checkpoint(checkpoint)
+    adapter.network.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        adapter.network(torch.zeros(1, adapter.in_channels, *roi))
+    return int(counter.get_total_flops())
+
+
+def _predict(path: str, adapter: Any, image: torch.Tensor, roi: list[int]) -> torch.Tensor:
+    """Argmax of one full-volume prediction along ``path``."""
+    if path == "baseline":
+        from monai.inferers import sliding_window_inference
+
+        # As a MONAI tutorial runs it: eval mode, no_grad, eager fp32, default blending.
+        network = adapter.network.eval()
+        with torch.no_grad():
+            logits = sliding_window_inference(
+                image[None], roi_size=roi, sw_batch_size=1, predictor=network, overlap=0.25
+            )
+        return torch.as_tensor(logits)[0].argmax(0)
+    probs = adapter.predict_volume(image, roi_size=roi, overlap=0.25, precision="auto")
+    return probs.argmax(0)
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Time ``args.worker`` on the saved volume and write its figures and argmax."""
+    from minivess.adapters import load_checkpoint
+
+    configure_threads()
+    adapter, _ = load_checkpoint(args.checkpoint)
+    image = torch.from_numpy(np.load(args.volume))
+    windows = [0]
+
+    def count(_module: Any, inputs: tuple[torch.Tensor, ...]) -> None:
+        windows[0] += inputs[0].shape[0]
+
+    hook = adapter.network.register_forward_pre_hook(count)
+    masks: list[torch.Tensor] = []  # only the last repeat's mask is kept
+
+    def predict() -> None:
+        masks[:] = [_predict(args.worker, adapter, image, args.roi)]
+
+    seconds = time_repeats(predict, args.repeats)
+    hook.remove()
+    np.save(args.mask, masks[-1].numpy().astype(np.uint8))
+    result = {
+        "seconds": seconds,
+        "windows": windows[0] // args.repeats,
+        "peak_rss_mb": peak_rss_mb(),
+        "load_average": load_average(),
+    }
+    Path(args.result).write_text(json.dumps(result))
+
+
+def _run_worker(path: str, volume: Path, checkpoint: Path, roi: list[int], repeats: int) -> dict:
+    scratch = volume.parent
+    result, mask = scratch / f"{path}.json", scratch / f"{path}.npy"
+    command = [sys.executable, "-m", "benchmarks.inference", "--worker", path]
+    command += ["--volume", str(volume), "--checkpoint", str(checkpoint), "--mask", str(mask)]
+    command += ["--result", str(result), "--repeats", str(repeats), "--roi", *map(str, roi)]
+    subprocess.run(command, cwd=REPO_ROOT, check=True)
+    figures = json.loads(result.read_text())
+    figures["mask"] = np.load(mask)
+    return figures
+
+
+def _precisions(checkpoint: Path) -> dict[str, str]:
+    from minivess.adapters import load_checkpoint, resolve_precision
+
+    adapter, _ = load_checkpoint(checkpoint)
+    project = resolve_precision("auto", torch.device("cpu"), bf16_on_cpu=adapter.bf16_on_cpu)
+    return {"baseline": "fp32", "project": project}
+
+
+def bench_depth(
+    image: np.ndarray,
+    checkpoint: Path,
+    roi: list[int],
+    repeats: int,
+    peaks: dict[str, float],
+) -> dict[str, Any]:
+    """Both paths on one volume: time, windows, FLOP/s, peak RSS, speed-up and agreement."""
+    flops = window_flops(checkpoint, roi)
+    precisions = _precisions(checkpoint)
+    with tempfile.TemporaryDirectory(prefix="minivess-bench-") as tmp:
+        volume = Path(tmp) / "volume.npy"
+        np.save(volume, image)
+        runs = {p: _run_worker(p, volume, checkpoint, roi, repeats) for p in PATHS}
+    report: dict[str, Any] = {"shape": list(image.shape[1:]), "window_gflop": flops / 1e9}
+    for path, run in runs.items():
+        seconds = summary(run["seconds"])
+        gflops = flops * run["windows"] / seconds["min"] / 1e9
+        report[path] = {
+            "precision": precisions[path],
+            "seconds": seconds,
+            "windows": run["windows"],
+            "peak_rss_mb": run["peak_rss_mb"],
+            "load_average": run["load_average"],
+            "gflops": gflops,
+            "fraction_of_matmul_peak": gflops / peaks[precisions[path]],
+        }
+    report["speedup"] = (
+        report["baseline"]["seconds"]["median"] / report["project"]["seconds"]["median"]
+    )
+    agree = runs["baseline"]["mask"] == runs["project"]["mask"]
+    report["argmax_agreement"] = float(agree.mean())
+    return report
+
+
+def run(
+    source: Path,
+    checkpoint: Path,
+    *,
+    depths: Sequence[int | None] = (None, 110),
+    repeats: Sequence[int] = (3, 1),
+    roi: Sequence[int] = (96, 96, 16),
+    size: int | None = None,
+    peaks: dict[str, float],
+) -> list[dict[str, Any]]:
+    """The inference benchmark at each depth (``None``: the real stack as it is).
+
+    Args:
+        source: The VesselNN folder.
+        checkpoint: Model to run (a file written by ``save_checkpoint``).
+        depths: Z sizes to benchmark; deeper ones reflect the real stack along Z.
+        repeats: Timed repeats per path at each depth.
+        roi: Sliding window (H, W, D).
+        size: Crop the volume in-plane (for smoke tests).
+        peaks: Dense matmul GFLOP/s per precision (:func:`benchmarks.common.matmul_peak`).
+
+    Returns:
+        One report per depth.
+    """
+    native_depth = load_volume(source, None, size).shape[3]
+    results = []
+    for depth, count in zip(depths, repeats, strict=True):
+        image = load_volume(source, depth, size)
+        report = bench_depth(image, checkpoint, list(roi), count, peaks)
+        report["source_depth"] = native_depth
+        report["reflected_along_z"] = image.shape[3] > native_depth
+        results.append(report)
+    return results
+
+
+def main() -> None:
+    """Worker entry point (the parent benchmark is driven by ``benchmarks.run_all``)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--worker", choices=PATHS, required=True)
+    parser.add_argument("--volume", required=True)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--mask", required=True)
+    parser.add_argument("--result", required=True)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--roi", type=int, nargs=3, default=[96, 96, 16])
+    worker(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The benchmark suite runs end to end on tiny inputs and reports every figure it documents."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+TINY = {"init_filters": 4, "num_groups": 4, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]}
+
+
+@pytest.mark.slow
+def test_run_all_reports_every_benchmark(
+    vesselnn_dir: Path,
+    prepared_synthetic,
+    tiny_adapter,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    sys.modules.pop("benchmarks", None)
+    from benchmarks.report import render
+    from benchmarks.run_all import Settings, collect
+
+    settings = Settings(
+        depths=(30,),
+        inference_repeats=(1,),
+        roi=(32, 32, 8),
+        crop=64,
+        train_steps=2,
+        train_warmup=1,
+        patch_size=(32, 32, 8),
+        model_params=TINY,
+        loader_epochs=2,
+        step_repeats=1,
+        matmul_size=64,
+    )
+    dataset_dir = prepared_synthetic.out
+    model = tiny_adapter.save_checkpoint(tmp_path / "tiny.pt")
+    report = collect(
+        vesselnn_dir, model, tmp_path, settings, dataset=(dataset_dir, dataset_dir / "splits.json")
+    )
+
+    assert set(report["matmul_peak_gflops"]) == {"fp32", "bf16"}
+    assert "tiny.pt" in report["model"]
+    (deep,) = report["inference"]
+    assert deep["shape"] == [64, 64, 30]
+    assert deep["reflected_along_z"]
+    for row in report["inference"]:
+        assert 0.0 <= row["argmax_agreement"] <= 1.0
+        for path in ("baseline", "project"):
+            figures = row[path]
+            assert figures["seconds"]["n"] == 1
+            assert figures["seconds"]["min"] > 0
+            assert figures["windows"] > 0
+            assert figures["peak_rss_mb"] > 0
+            assert figures["fraction_of_matmul_peak"] > 0
+
+    train = report["training"]
+    assert train["steps"] == 2
+    assert train["patches_per_step"] == 2
+    for loop in ("baseline", "project"):
+        assert train[loop]["patches_per_s"] > 0
+        assert train[loop]["step_seconds"]["n"] == 2
+    assert train["baseline"]["precision"] == "fp32"
+
+    loaders = report["data_pipeline"]["loaders"]
+    assert set(loaders) == {"memory", "none"}
+    assert all(len(r["epochs"]) == 2 and r["epochs"][0]["samples"] > 0 for r in loaders.values())
+
+    page = render(report)
+    for title in ("## Machine", "## Inference", "## Training throughput", "## Data pipeline"):
+        assert title in page
