@@ -84,13 +84,7 @@ def preprocess(volume: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
     """
     if not settings:
         return volume.astype(np.float32, copy=False)
-    from monai.transforms import ScaleIntensityRangePercentiles
+    from minivess.data.transforms import normalise_intensity
 
-    scale = ScaleIntensityRangePercentiles(
-        lower=settings["percentile_lower"],
-        upper=settings["percentile_upper"],
-        b_min=0.0,
-        b_max=1.0,
-        clip=True,
-    )
-    return np.asarray(scale(volume), dtype=np.float32)
+    percentiles = (settings["percentile_lower"], settings["percentile_upper"])
+    return normalise_intensity(volume, percentiles).numpy()
