@@ -41,6 +41,38 @@ def vesselnn_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example plugin ``examples/minivess-unet2d`` installed for real into a folder that
+    tests put on ``PYTHONPATH`` (the shared environment stays untouched)."""
+    import subprocess
+    import sys
+
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.fail("uv must be on PATH to install the example plugin")
+    site = tmp_path_factory.mktemp("plugin") / "site"
+    example = REPO_ROOT / "examples" / "minivess-unet2d"
+    subprocess.run(
+        [
+            uv,
+            "pip",
+            "install",
+            "--no-deps",
+            "--python",
+            sys.executable,
+            "--target",
+            str(site),
+            str(example),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return site
+
+
+@pytest.fixture(scope="session")
 def synthetic_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small Decathlon-layout folder of four synthetic vessel volumes (64x64x16, seeded)."""
     from minivess.data.synthetic import write_synthetic_dataset

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from minivess.data.prepare import PreparedDataset
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
-EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "minivess-unet2d"
 
 
 def base(prepared: PreparedDataset, *extra: str) -> list[str]:
@@ -87,33 +85,6 @@ def test_swinunetr_trains_through_the_same_command(
     adapter, info = load_checkpoint(only_checkpoint(tmp_path / "runs"))
     assert info.adapter == "swinunetr"
     assert adapter.config.use_checkpoint is True  # gradient checkpointing on by default
-
-
-@pytest.fixture(scope="module")
-def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example plugin installed for real into a folder put on PYTHONPATH."""
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.fail("uv must be on PATH to install the example plugin")
-    site = tmp_path_factory.mktemp("plugin") / "site"
-    subprocess.run(
-        [
-            uv,
-            "pip",
-            "install",
-            "--no-deps",
-            "--python",
-            sys.executable,
-            "--target",
-            str(site),
-            str(EXAMPLE),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return site
 
 
 def test_example_plugin_trains_through_the_same_command(

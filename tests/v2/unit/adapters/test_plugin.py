@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -88,29 +87,8 @@ CHECK_INSTALLED = textwrap.dedent(
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_installed_plugin_is_found_through_its_entry_point(tmp_path):
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv is needed to build and install the example plugin")
-    site = tmp_path / "site"
-    subprocess.run(
-        [
-            uv,
-            "pip",
-            "install",
-            "--no-deps",
-            "--python",
-            sys.executable,
-            "--target",
-            str(site),
-            str(EXAMPLE),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    env = dict(os.environ, PYTHONPATH=str(site))
+def test_installed_plugin_is_found_through_its_entry_point(tmp_path, plugin_site):
+    env = dict(os.environ, PYTHONPATH=str(plugin_site))
     done = subprocess.run(
         [sys.executable, "-c", CHECK_INSTALLED, str(tmp_path / "unet2d.pt")],
         env=env,
