@@ -107,6 +107,9 @@ class ModelAdapter(ABC):
     """Whether ``precision="auto"`` uses bf16 autocast on CPUs with native bf16. Set it only
     where it was measured faster with matching argmax: it helps convolutions (SegResNet ~3x)
     and hurts attention-heavy models (SwinUNETR ~1.6x slower)."""
+    onnx_fixed_size: ClassVar[bool] = False
+    """Whether :meth:`export_onnx` freezes the spatial size to the traced example (the
+    sliding-window ROI), so the graph accepts only that size; false keeps H, W, D dynamic."""
 
     def __init__(self, config: AdapterConfig) -> None:
         if not isinstance(config, self.config_class):
@@ -232,6 +235,32 @@ class ModelAdapter(ABC):
             overlap=overlap,
             sw_batch_size=sw_batch_size,
             precision=precision,
+        )
+
+    def export_onnx(self, path: str | Path, *, example_size: Sequence[int]) -> None:
+        """Write the network as an ONNX graph ``image (B, C, H, W, D) -> logits``.
+
+        The default traces with batch and spatial axes dynamic, which suits fully convolutional
+        networks; an adapter whose graph depends on the input shape sets
+        :attr:`onnx_fixed_size` (or overrides this). Metadata, atomic writing and caching are
+        added by :func:`minivess.export.export_onnx`, the function to call.
+
+        Args:
+            path: Destination file.
+            example_size: Spatial size (H, W, D) to trace with (the sliding-window ROI); must
+                satisfy :attr:`size_rule`.
+
+        Raises:
+            ExportError: The exporter failed.
+        """
+        from minivess.adapters.onnx import export_network
+
+        export_network(
+            self._network,
+            Path(path),
+            in_channels=self.in_channels,
+            example_size=example_size,
+            dynamic_spatial=not self.onnx_fixed_size,
         )
 
     def save_checkpoint(

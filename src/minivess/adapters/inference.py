@@ -10,7 +10,7 @@ fp16 otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +24,7 @@ from torch import nn
 from minivess.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from minivess.adapters.base import ModelAdapter
+    from minivess.adapters.base import ModelAdapter, SizeRule
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 """Requested inference precision; ``"auto"`` picks per device (see :func:`resolve_precision`)."""
@@ -91,8 +91,8 @@ def sliding_window_predict(
     precision: str,
 ) -> torch.Tensor:
     """Softmax probabilities ``(C, H, W, D)`` for ``image``; see ``ModelAdapter.predict_volume``."""
-    volume = _as_batch(image, adapter.in_channels)
-    window = _window(adapter, roi_size, tuple(volume.shape[2:]))
+    volume = as_batch(image, adapter.in_channels)
+    window = fit_window(adapter.name, adapter.size_rule, roi_size, tuple(volume.shape[2:]))
     network = adapter.network
     device = _device_of(network)
     resolved = resolve_precision(precision, device, bf16_on_cpu=adapter.bf16_on_cpu)
@@ -108,22 +108,61 @@ def sliding_window_predict(
         if resolved in _DTYPES
         else nullcontext()
     )
-    with _eval_mode(network), _channels_last_3d(network, channels_last):
-        with torch.inference_mode(), autocast:
-            logits = sliding_window_inference(
-                volume,
-                roi_size=window,
-                sw_batch_size=sw_batch_size,
-                predictor=predictor,
-                overlap=overlap,
-                mode="gaussian",
-                sw_device=device,
-                device=torch.device("cpu"),
-            )
-        return torch.softmax(cast(torch.Tensor, logits).float(), dim=1)[0]
+    with (
+        _eval_mode(network),
+        _channels_last_3d(network, channels_last),
+        torch.inference_mode(),
+        autocast,
+    ):
+        return blend_windows(
+            volume,
+            predictor,
+            window=window,
+            overlap=overlap,
+            sw_batch_size=sw_batch_size,
+            sw_device=device,
+        )
 
 
-def _as_batch(image: np.ndarray | torch.Tensor, in_channels: int) -> torch.Tensor:
+def blend_windows(
+    volume: torch.Tensor,
+    predictor: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    window: Sequence[int],
+    overlap: float | Sequence[float],
+    sw_batch_size: int,
+    sw_device: torch.device | None = None,
+) -> torch.Tensor:
+    """Softmax probabilities ``(C, H, W, D)`` of ``volume`` from logits of Gaussian-blended windows.
+
+    The one sliding window every runtime shares (torch eager or autocast, ONNX Runtime), so
+    they all produce the same mask from the same logits.
+
+    Args:
+        volume: float32 CPU batch ``(1, C, H, W, D)`` (see :func:`as_batch`).
+        predictor: Maps a batch of windows ``(B, C, *window)`` to float32 logits.
+        window: Window (H, W, D) (see :func:`fit_window`); a smaller volume is padded.
+        overlap: Fraction of each window shared with its neighbour.
+        sw_batch_size: Windows per ``predictor`` call.
+        sw_device: Where windows are sent before ``predictor`` (``None``: stay on the CPU).
+
+    Returns:
+        float32 CPU tensor ``(classes, H, W, D)``.
+    """
+    logits = sliding_window_inference(
+        volume,
+        roi_size=list(window),
+        sw_batch_size=sw_batch_size,
+        predictor=predictor,
+        overlap=overlap,
+        mode="gaussian",
+        sw_device=sw_device,
+        device=torch.device("cpu"),
+    )
+    return torch.softmax(cast(torch.Tensor, logits).float(), dim=1)[0]
+
+
+def as_batch(image: np.ndarray | torch.Tensor, in_channels: int) -> torch.Tensor:
     """``image`` as a float32 CPU tensor ``(1, C, H, W, D)``; a DataError for a wrong shape."""
     shape = tuple(image.shape)
     if len(shape) != 4 or shape[0] != in_channels or min(shape) < 1:
@@ -137,14 +176,25 @@ def _as_batch(image: np.ndarray | torch.Tensor, in_channels: int) -> torch.Tenso
     return tensor.to(device="cpu", dtype=torch.float32)[None]
 
 
-def _window(adapter: ModelAdapter, roi_size: Sequence[int], spatial: tuple[int, ...]) -> list[int]:
-    """``roi_size`` checked against the size rule, shrunk on axes where the volume is smaller."""
+def fit_window(
+    name: str, rule: SizeRule, roi_size: Sequence[int], spatial: tuple[int, ...]
+) -> list[int]:
+    """``roi_size`` checked against the size rule, shrunk on axes where the volume is smaller.
+
+    Args:
+        name: The adapter's name, for the message.
+        rule: Its size rule.
+        roi_size: The requested window (H, W, D).
+        spatial: The volume's spatial shape.
+
+    Raises:
+        ConfigError: ``roi_size`` breaks the rule; the message gives the nearest valid size.
+    """
     roi = tuple(int(r) for r in roi_size)
-    rule = adapter.size_rule
     if len(roi) != 3 or not rule.valid(roi):
         nearest = rule.pad_to_valid(roi) if len(roi) == 3 else "three sizes (H, W, D)"
         raise ConfigError(
-            f"roi_size {roi} does not fit {adapter.name}: each axis must be a multiple of "
+            f"roi_size {roi} does not fit {name}: each axis must be a multiple of "
             f"{rule.divisor} and at least {rule.minimum}; try {nearest}"
         )
     cover = rule.pad_to_valid(spatial)

@@ -51,6 +51,7 @@ class SwinUNETRAdapter(ModelAdapter):
 
     name = "swinunetr"
     config_class = SwinUNETRConfig
+    onnx_fixed_size = True  # only the dynamo exporter handles it, and only at one spatial size
 
     @property
     def config(self) -> SwinUNETRConfig:

@@ -9,9 +9,9 @@ argmax wherever it is segmented.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 import torch
@@ -21,8 +21,12 @@ from minivess.data.io import NIFTI_SUFFIXES, TIFF_SUFFIXES, read_volume, write_n
 from minivess.data.transforms import normalise_intensity
 from minivess.data.volume import Volume
 from minivess.errors import ConfigError, DataError
+from minivess.inference.runners import Backend, OnnxRunner, Runner, TorchRunner, check_backend
 from minivess.inference.settings import PredictionSettings
-from minivess.inference.sources import load_source
+from minivess.inference.sources import is_onnx_source, load_onnx_source, load_source
+
+if TYPE_CHECKING:
+    from minivess.export.metadata import OnnxMetadata
 
 VESSEL_CLASS = 1
 """Channel of the network output that is P(vessel); class 0 is background."""
@@ -41,6 +45,7 @@ class ModelInfo:
         data_version: Version of the data it was trained on, if recorded.
         code_version: minivess, git commit, torch and monai versions at training time.
         created_at: When the checkpoint was written (ISO-8601 UTC).
+        backend: Runtime that ran the network (``"torch"`` or ``"onnx"``).
     """
 
     source: str
@@ -49,12 +54,26 @@ class ModelInfo:
     data_version: str | None = None
     code_version: dict[str, str | None] = field(default_factory=dict)
     created_at: str = ""
+    backend: str = "torch"
 
     @classmethod
     def from_checkpoint(cls, info: CheckpointInfo, source: str) -> Self:
         """The description of a loaded checkpoint."""
         return cls(
             source, info.adapter, info.config, info.data_version, info.code_version, info.created_at
+        )
+
+    @classmethod
+    def from_onnx(cls, metadata: OnnxMetadata, source: str) -> Self:
+        """The description of an exported ONNX model."""
+        return cls(
+            source,
+            metadata.adapter,
+            metadata.config,
+            metadata.data_version,
+            metadata.code_version,
+            metadata.created_at,
+            backend="onnx",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,18 +101,25 @@ class Prediction:
 class Predictor:
     """Segment raw volumes with a trained model and its own preprocessing and window.
 
-    Build it with :meth:`from_source` (a checkpoint or an MLflow model URI); the constructor
-    takes an adapter already in memory. The network runs in :meth:`probabilities` only, so
-    another runtime (e.g. an exported ONNX graph) needs to replace that one method.
+    Build it with :meth:`from_source` (a checkpoint, an exported ``.onnx`` file or an MLflow
+    model URI); the constructor takes an adapter or a runner already in memory. The network
+    runs in :meth:`probabilities` only, through a :class:`~minivess.inference.runners.Runner`:
+    torch (eager fp32 or bf16 autocast) or ONNX Runtime on the exported graph, both with the
+    same sliding window and blending.
 
     Args:
-        adapter: The trained network.
+        adapter: The trained network, or a ready runner (e.g. an
+            :class:`~minivess.inference.runners.OnnxRunner`).
         settings: Normalisation and sliding-window settings (usually from the checkpoint).
         device: Where the network runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         model: Description of the model, carried into every :class:`Prediction`.
+        backend: ``"torch"`` or ``"onnx"`` for an adapter (``"onnx"`` exports it once into the
+            export cache, see :func:`minivess.export.cached_export`); ``None`` means torch, or
+            the runner's own backend.
 
     Raises:
-        ConfigError: ``device`` is unknown or not available here.
+        ConfigError: ``device`` or ``backend`` is unknown or not available here, or
+            ``backend`` contradicts the runner given.
 
     Example:
         >>> predictor = Predictor.from_source("models:/minivess@champion")  # doctest: +SKIP
@@ -103,44 +129,97 @@ class Predictor:
 
     def __init__(
         self,
-        adapter: ModelAdapter,
+        adapter: ModelAdapter | Runner,
         settings: PredictionSettings,
         *,
         device: str = "cpu",
         model: ModelInfo | None = None,
+        backend: str | None = None,
     ) -> None:
-        self.adapter = adapter
         self.settings = settings
         self.device = _device(device)
-        self.model = model or ModelInfo(source="", adapter=adapter.name)
-        adapter.network.to(self.device)
+        self.runner = _runner(adapter, settings, self.device, backend)
+        self.model = replace(
+            model or ModelInfo(source="", adapter=self.runner.adapter_name),
+            backend=self.runner.backend,
+        )
 
     @classmethod
     def from_source(
-        cls, source: str | Path, *, device: str = "cpu", precision: str | None = None
+        cls,
+        source: str | Path,
+        *,
+        device: str = "cpu",
+        precision: str | None = None,
+        backend: str | None = None,
     ) -> Self:
         """Load a model with the settings it was trained with.
 
         Args:
-            source: A minivess checkpoint (``.pt``), a folder holding one, or an MLflow model
-                URI (``models:/<name>@<alias>``, ``models:/<name>/<version>``,
-                ``runs:/<run_id>/<path>``); see :func:`minivess.inference.sources.load_source`.
+            source: A minivess checkpoint (``.pt``), a folder holding one, an exported ONNX
+                model (``.onnx``, from ``minivess export``), or an MLflow URI
+                (``models:/<name>@<alias>``, ``models:/<name>/<version>``,
+                ``runs:/<run_id>/<path>``, which may name an ``.onnx`` artifact); see
+                :func:`minivess.inference.sources.load_source`.
             device: Where the network runs.
             precision: Override the checkpoint's inference precision (``"fp32"``, ``"bf16"``,
-                ``"fp16"``, ``"auto"``); ``None`` keeps it.
+                ``"fp16"``, ``"auto"``); ``None`` keeps it. The ONNX backend runs fp32 only.
+            backend: ``"torch"`` or ``"onnx"`` (ONNX Runtime; a checkpoint is exported once
+                into the export cache). ``None``: ``"onnx"`` for an ``.onnx`` source, else
+                ``"torch"``.
 
         Raises:
-            CheckpointError: Not a readable checkpoint, or one without its ``preprocessing``
-                and ``inference`` settings.
-            ConfigError: Unknown device or precision.
+            CheckpointError: Not a readable checkpoint or ONNX model (``OnnxExportError``), or
+                one without its ``preprocessing`` and ``inference`` settings.
+            ConfigError: Unknown device, precision or backend; ``backend="torch"`` for an
+                ``.onnx`` source; a reduced precision with the ONNX backend.
             MinivessError: An MLflow URI that names no model.
         """
+        chosen = check_backend(backend or ("onnx" if is_onnx_source(source) else "torch"))
+        _device(device)  # fail on a bad device before loading anything
+        if chosen == "onnx" and precision not in (None, "auto", "fp32"):
+            raise ConfigError(
+                f"the onnx backend runs float32 only; drop precision {precision!r} or use "
+                "backend torch"
+            )
+        if is_onnx_source(source):
+            if chosen != "onnx":
+                raise ConfigError(
+                    f"{source} is an exported ONNX model, which only the onnx backend runs; "
+                    "pass the checkpoint it came from for backend torch"
+                )
+            graph, metadata = load_onnx_source(source)
+            runner = OnnxRunner(graph, metadata, device=device, source=Path(str(source)))
+            model = ModelInfo.from_onnx(metadata, str(source))
+            return cls(runner, metadata.settings, device=str(device), model=model)
         adapter, info = load_source(source)
         settings = PredictionSettings.from_checkpoint(info)
         if precision is not None:
             settings = settings.with_precision(precision)
         model = ModelInfo.from_checkpoint(info, str(source))
+        if chosen == "onnx":
+            runner = _onnx_runner(adapter, settings, device, info)
+            return cls(runner, settings, device=str(device), model=model)
         return cls(adapter, settings, device=str(device), model=model)
+
+    @property
+    def backend(self) -> Backend:
+        """The runtime running the network (``"torch"`` or ``"onnx"``)."""
+        return self.runner.backend
+
+    @property
+    def adapter(self) -> ModelAdapter:
+        """The torch adapter (the torch backend only).
+
+        Raises:
+            ConfigError: The network runs in ONNX Runtime, with no torch module.
+        """
+        if isinstance(self.runner, TorchRunner):
+            return self.runner.adapter
+        raise ConfigError(
+            "this predictor runs an ONNX graph, which has no torch adapter; load the "
+            "checkpoint with backend='torch' for the network itself"
+        )
 
     def probabilities(self, volume: Volume) -> torch.Tensor:
         """Softmax class probabilities ``(classes, H, W, D)`` (float32, CPU) of a raw volume.
@@ -150,14 +229,7 @@ class Predictor:
         """
         check_volume(volume)
         image = normalise_intensity(volume.array[None], self.settings.preprocessing.percentiles)
-        window = self.settings.inference
-        return self.adapter.predict_volume(
-            image,
-            roi_size=window.roi_size,
-            overlap=window.overlap,
-            sw_batch_size=window.sw_batch_size,
-            precision=window.precision,
-        )
+        return self.runner.probabilities(image, self.settings.inference)
 
     def predict(self, volume: Volume) -> Prediction:
         """Vessel mask and probability of a raw volume, on its grid.
@@ -254,6 +326,36 @@ def output_stem(path: Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
+
+
+def _runner(
+    network: ModelAdapter | Runner,
+    settings: PredictionSettings,
+    device: torch.device,
+    backend: str | None,
+) -> Runner:
+    """The runner for ``network`` on ``device`` with ``backend`` (validated)."""
+    if not isinstance(network, ModelAdapter):
+        if backend is not None and check_backend(backend) != network.backend:
+            raise ConfigError(
+                f"backend {backend!r} asked for, but the runner given is {network.backend!r}"
+            )
+        return network
+    if check_backend(backend or "torch") == "onnx":
+        return _onnx_runner(network, settings, str(device))
+    return TorchRunner(network, device)
+
+
+def _onnx_runner(
+    adapter: ModelAdapter,
+    settings: PredictionSettings,
+    device: str,
+    info: CheckpointInfo | None = None,
+) -> OnnxRunner:
+    """``adapter`` exported (once, into the cache) and loaded into ONNX Runtime."""
+    from minivess.export.onnx import cached_export
+
+    return OnnxRunner.from_file(cached_export(adapter, settings, info), device=device)
 
 
 def _device(name: str) -> torch.device:

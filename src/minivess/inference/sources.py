@@ -9,20 +9,53 @@ it is downloaded into a temporary folder, loaded, and the folder removed.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from minivess.adapters import CheckpointError, CheckpointInfo, ModelAdapter, load_checkpoint
 from minivess.errors import MinivessError
 
+if TYPE_CHECKING:
+    from minivess.export.metadata import OnnxMetadata
+
 MLFLOW_SCHEMES = ("models:/", "runs:/")
 """Prefixes of the MLflow URIs accepted as model sources (registry and run artifacts)."""
 CHECKPOINT_SUFFIX = ".pt"
+ONNX_SUFFIX = ".onnx"
 
 
 def is_mlflow_uri(source: str | Path) -> bool:
     """Whether ``source`` names an MLflow model (``models:/...`` or ``runs:/...``)."""
     return isinstance(source, str) and source.startswith(MLFLOW_SCHEMES)
+
+
+def is_onnx_source(source: str | Path) -> bool:
+    """Whether ``source`` names an exported ONNX model (a ``.onnx`` file or MLflow artifact)."""
+    return str(source).lower().endswith(ONNX_SUFFIX)
+
+
+def load_onnx_source(source: str | Path) -> tuple[bytes, OnnxMetadata]:
+    """The serialised graph and metadata of an exported model, local or an MLflow artifact.
+
+    Raises:
+        OnnxExportError: Missing, corrupt or foreign file, or invalid metadata.
+        MinivessError: The MLflow URI names no artifact.
+    """
+    from minivess.export.metadata import OnnxExportError
+    from minivess.export.onnx import load_onnx
+
+    if not is_mlflow_uri(source):
+        graph, metadata = load_onnx(source)
+        return graph.SerializeToString(), metadata
+    with _downloaded(str(source)) as local:
+        try:
+            graph, metadata = load_onnx(local)
+        except OnnxExportError as exc:
+            raise OnnxExportError(source, exc.rule, exc.message) from None
+    return graph.SerializeToString(), metadata
 
 
 def load_source(source: str | Path) -> tuple[ModelAdapter, CheckpointInfo]:
@@ -91,7 +124,9 @@ def _mlmodel_checkpoint(folder: Path) -> Path | None:
     return folder / str(artifact["path"])
 
 
-def _load_mlflow(uri: str) -> tuple[ModelAdapter, CheckpointInfo]:
+@contextmanager
+def _downloaded(uri: str) -> Iterator[Path]:
+    """The artifact ``uri`` names, downloaded into a temporary folder removed afterwards."""
     from minivess.tracking.setup import ensure_configured, import_mlflow
 
     tracking_uri = ensure_configured()
@@ -108,6 +143,11 @@ def _load_mlflow(uri: str) -> tuple[ModelAdapter, CheckpointInfo]:
                 "check the name, version or alias (`mlflow models` / the MLflow UI) and "
                 "tracking.uri in configs/settings.toml (MINIVESS_TRACKING__URI)"
             ) from None
+        yield local
+
+
+def _load_mlflow(uri: str) -> tuple[ModelAdapter, CheckpointInfo]:
+    with _downloaded(uri) as local:
         try:
             checkpoint = find_checkpoint(local) if local.is_dir() else local
             adapter, info = load_checkpoint(checkpoint)
