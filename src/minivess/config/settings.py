@@ -133,6 +133,17 @@ class ServeSettings(_Section):
     """TCP port."""
 
 
+class TelemetrySettings(_Section):
+    """OpenTelemetry traces and metrics; off unless an OTLP endpoint is configured."""
+
+    otlp_endpoint: str | None = None
+    """Base URL of an OTLP/HTTP receiver (``http://127.0.0.1:4318``); unset falls back to the
+    standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` variable, and telemetry stays off if neither is
+    set."""
+    export_timeout_s: float = Field(default=1.0, gt=0, le=60)
+    """Longest one export may block, at process exit too: what a dead collector can cost."""
+
+
 class SecretSettings(_Section):
     """Credentials; accepted only from ``.secrets.toml`` or ``MINIVESS_SECRETS__*`` variables."""
 
@@ -165,6 +176,7 @@ class DeploymentSettings(BaseModel):
     data: DataSettings = Field(default_factory=DataSettings)
     dvc: DvcSettings = Field(default_factory=DvcSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     secrets: SecretSettings = Field(default_factory=SecretSettings)
 
 

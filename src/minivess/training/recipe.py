@@ -29,6 +29,7 @@ from minivess.training.engine import Handler, Trainer, TrainState
 from minivess.training.handlers.checkpoint import Checkpointer, resume
 from minivess.training.handlers.early_stopping import EarlyStopping, TimeLimit
 from minivess.training.handlers.profiling import MemoryMonitor
+from minivess.training.handlers.telemetry import TelemetryHandler
 from minivess.training.losses import LOSS_BUILDERS
 from minivess.training.optim import build_optimizer, build_scheduler
 from minivess.training.validation import WholeVolumeValidator, validation_volumes
@@ -218,7 +219,7 @@ def train(
         trainer.attach(TimeLimit(cfg.training.max_time_minutes))
     if ctx.is_main:
         checkpoints = Checkpointer(run_dir / CHECKPOINT_DIR, data_version=data_version, extra=extra)
-        trainer.attach(MemoryMonitor(), checkpoints, *handlers)
+        trainer.attach(MemoryMonitor(), checkpoints, TelemetryHandler(), *handlers)
     if ctx.enabled:
         trainer.attach(SyncStop())
     if resume_from is not None:

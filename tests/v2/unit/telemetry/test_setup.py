@@ -1,0 +1,164 @@
+"""Telemetry is off unless an endpoint is configured; on, it exports over real OTLP/HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from minivess.config.settings import get_settings
+from minivess.telemetry import (
+    DURATION_METRIC,
+    configure_telemetry,
+    flush_telemetry,
+    shutdown_telemetry,
+    span,
+    telemetry_config,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+HANG_GUARD_S = 120  # only stops a hung child; no assertion is made about durations
+PROBE = """
+import json, sys, threading
+from minivess.telemetry import span, telemetry_config
+with span("minivess.probe", n=1) as current:
+    recording = current.is_recording()
+config = telemetry_config()
+print(json.dumps({
+    "recording": recording,
+    "config": None if config is None else config.__dict__,
+    "sdk_loaded": "opentelemetry.sdk.trace" in sys.modules,
+    "threads": sorted(t.name for t in threading.enumerate()),
+}))
+"""
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OTEL_", "MINIVESS_TELEMETRY__", "MINIVESS_ENV"))
+    }
+    return {**env, **extra}
+
+
+def _probe(**env: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=REPO_ROOT,
+        env=_clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def _dead_endpoint() -> str:
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_off_by_default_installs_nothing() -> None:
+    probe = _probe()
+    assert probe["config"] is None
+    assert probe["recording"] is False
+    assert probe["sdk_loaded"] is False  # no provider, no processor, no atexit flush
+    assert not [name for name in probe["threads"] if name.startswith("Otel")]
+
+
+def test_dead_collector_does_not_hold_the_process(tmp_path: Path) -> None:
+    endpoint = _dead_endpoint()
+    probe = _probe(
+        MINIVESS_TELEMETRY__OTLP_ENDPOINT=endpoint, MINIVESS_TELEMETRY__EXPORT_TIMEOUT_S="0.25"
+    )
+    assert probe["recording"] is True
+    assert probe["config"] == {
+        "endpoint": endpoint,
+        "service_name": "minivess",
+        "export_timeout_s": 0.25,
+    }
+    assert probe["sdk_loaded"] is True
+
+
+def test_standard_otel_variable_turns_it_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("MINIVESS_TELEMETRY__"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "minivess-service")
+    monkeypatch.chdir(REPO_ROOT)
+    get_settings(reload=True)
+    try:
+        assert configure_telemetry(export_timeout_s=0.1)
+        config = telemetry_config()
+        assert config is not None
+        assert config.endpoint == "http://127.0.0.1:4318"
+        assert config.service_name == "minivess-service"
+    finally:
+        shutdown_telemetry()
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    assert configure_telemetry() is False
+    assert telemetry_config() is None
+    shutdown_telemetry()
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[tuple[str, bytes]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.received.append((self.path, body))  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    """A real HTTP server on 127.0.0.1 that accepts OTLP/HTTP exports and keeps them."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    server.received = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", server.received  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_spans_and_metrics_reach_an_otlp_receiver(otlp_receiver) -> None:
+    endpoint, received = otlp_receiver
+    assert configure_telemetry(endpoint + "/", export_timeout_s=5, service_name="minivess-e2e")
+    try:
+        with span("minivess.exported", volumes=2):
+            pass
+        assert flush_telemetry()
+    finally:
+        shutdown_telemetry()
+    traces = [ExportTraceServiceRequest.FromString(b) for p, b in received if p == "/v1/traces"]
+    spans = [s for t in traces for r in t.resource_spans for ss in r.scope_spans for s in ss.spans]
+    assert [s.name for s in spans] == ["minivess.exported"]
+    exports = [ExportMetricsServiceRequest.FromString(b) for p, b in received if p == "/v1/metrics"]
+    scopes = [sm for e in exports for r in e.resource_metrics for sm in r.scope_metrics]
+    assert DURATION_METRIC in {m.name for sm in scopes for m in sm.metrics}
