@@ -26,7 +26,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dynaconf import Dynaconf
 from pydantic import (
@@ -131,6 +131,25 @@ class ServeSettings(_Section):
     """Interface to bind; the default serves this machine only."""
     port: int = Field(default=3000, ge=1, le=65535)
     """TCP port."""
+    model: str = Field(default="models:/minivess@champion", min_length=1)
+    """Model loaded at start-up: an MLflow URI (``models:/<name>@<alias>``,
+    ``models:/<name>/<version>``, ``runs:/...``), a checkpoint, a model folder or an export;
+    a relative path is taken from the project root."""
+    backend: Literal["torch", "onnx"] = "torch"
+    """Runtime of the network: ``torch``, or ``onnx`` for an exported ``.onnx`` model."""
+    device: str = Field(default="cpu", min_length=1)
+    """Where the network runs (``cpu``, ``cuda``, ``cuda:N``)."""
+    max_upload_mb: float = Field(default=256.0, gt=0)
+    """Largest request body accepted, in MiB; larger uploads get 413 before being read."""
+    max_voxels: int = Field(default=64_000_000, gt=0)
+    """Largest volume segmented (H*W*D, checked from the file header before decoding)."""
+
+    @field_validator("model")
+    @classmethod
+    def _absolute_model(cls, model: str, info: ValidationInfo) -> str:
+        if _URI_SCHEME.match(model):
+            return model
+        return str(_absolute(Path(model), _project_root(info)))
 
 
 class TelemetrySettings(_Section):
