@@ -51,6 +51,17 @@ fmt:
     uv run ruff check --fix src tests examples
     uv run ruff format src tests examples
 
+# Validate every docker compose profile without an engine (.env, else .env.example)
+compose-check:
+    #!/usr/bin/env sh
+    set -eu
+    compose="$(uv run python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')"
+    env_file=.env; [ -f "$env_file" ] || env_file=.env.example
+    for profile in dev monitoring serve full; do
+        "$compose" --env-file "$env_file" --profile "$profile" config --quiet
+        echo "$profile: valid ($env_file)"
+    done
+
 # Run the benchmark suite and rewrite docs/benchmarks.md (about 10 minutes on 2 cores)
 bench *args:
     uv run python -m benchmarks.run_all {{args}}
