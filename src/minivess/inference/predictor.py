@@ -24,6 +24,7 @@ from minivess.errors import ConfigError, DataError
 from minivess.inference.runners import Backend, OnnxRunner, Runner, TorchRunner, check_backend
 from minivess.inference.settings import PredictionSettings
 from minivess.inference.sources import is_onnx_source, load_onnx_source, load_source
+from minivess.telemetry import span
 
 if TYPE_CHECKING:
     from minivess.export.metadata import OnnxMetadata
@@ -244,9 +245,16 @@ class Predictor:
             DataError: The volume is not 3D, not numeric, or holds NaN/inf (names the file).
         """
         start = time.perf_counter()
-        probs = self.probabilities(volume)
-        mask = probs.argmax(0).to(torch.uint8).numpy()
-        vessel = probs[VESSEL_CLASS].numpy().astype(np.float32, copy=False)
+        with span(
+            "minivess.predict",
+            adapter=self.model.adapter,
+            backend=self.model.backend,
+            shape=volume.array.shape,
+            device=str(self.device),
+        ):
+            probs = self.probabilities(volume)
+            mask = probs.argmax(0).to(torch.uint8).numpy()
+            vessel = probs[VESSEL_CLASS].numpy().astype(np.float32, copy=False)
         seconds = time.perf_counter() - start
         return Prediction(
             mask=volume.with_array(mask),

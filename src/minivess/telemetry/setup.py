@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -24,11 +25,15 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import metrics, trace
 
+from minivess.errors import ConfigError
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
+
+logger = logging.getLogger(__name__)
 
 INSTRUMENTATION_NAME = "minivess"
 DEFAULT_SERVICE_NAME = "minivess"
@@ -189,9 +194,19 @@ def _shutdown(state: _Telemetry | None) -> None:
 
 
 def _current() -> _Telemetry:
-    """The active state; the first call configures from settings and the environment."""
+    """The active state; the first call configures from settings and the environment.
+
+    Invalid deployment settings leave telemetry off with a warning here, rather than failing
+    the prediction or training step that happened to open the first span.
+    """
+    global _state
     if _state is None:
-        configure_telemetry()
+        try:
+            configure_telemetry()
+        except ConfigError as exc:
+            logger.warning("telemetry off: %s", exc)
+            with _lock:
+                _state = _Telemetry()
     assert _state is not None
     return _state
 

@@ -327,36 +327,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
+@pytest.fixture
+def served_metrics(tmp_path: Path, checkpoint: Path) -> Iterator[set[str]]:
     """Metric names on ``/metrics`` of the real service after it has segmented one volume."""
     import nibabel as nib
     import numpy as np
-    import torch
 
-    from minivess.adapters import build_adapter
-
-    root = tmp_path_factory.mktemp("served")
-    torch.manual_seed(0)
-    tiny = {"init_filters": 4, "num_groups": 4, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]}
-    checkpoint = build_adapter("segresnet", tiny).save_checkpoint(
-        root / "best.pt",
-        extra={
-            "preprocessing": {"percentile_lower": 1.0, "percentile_upper": 99.8},
-            "inference": {
-                "roi_size": [32, 32, 8],
-                "overlap": 0.25,
-                "sw_batch_size": 4,
-                "precision": "fp32",
-            },
-        },
-    )
-    volume = root / "volume.nii.gz"
+    volume = tmp_path / "volume.nii.gz"
     image = np.random.default_rng(0).random((32, 24, 8)).astype(np.float32)
     nib.save(nib.Nifti1Image(image, np.eye(4)), volume)
     port = _free_port()
     env = dict(os.environ, MINIVESS_SERVE__MODEL=str(checkpoint), BENTOML_DO_NOT_TRACK="True")
-    log = root / "service.log"
+    log = tmp_path / "service.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [

@@ -1,12 +1,17 @@
-"""What minivess traces: training runs and their epochs (the telemetry handler)."""
+"""What minivess traces: training runs and epochs (the handler) and predictions."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from opentelemetry.trace import StatusCode
 from torch import nn
 
+from minivess.data.volume import Volume, affine_from_spacing
+from minivess.inference.predictor import Predictor
 from minivess.telemetry import DURATION_METRIC
 from minivess.training.engine import Trainer
 from minivess.training.handlers.telemetry import EPOCH_SPAN, RUN_SPAN, TelemetryHandler
@@ -84,3 +89,16 @@ def test_a_failing_run_closes_its_spans_as_errors(recorded: Recorded) -> None:
         assert failed.status.status_code is StatusCode.ERROR
         assert failed.events[0].attributes["exception.message"] == "loss exploded"
 
+
+def test_prediction_is_traced_with_model_and_volume(recorded: Recorded, checkpoint: Path) -> None:
+    predictor = Predictor.from_source(checkpoint)
+    volume = Volume(
+        np.random.default_rng(0).random((32, 24, 8)).astype(np.float32),
+        affine_from_spacing((1.0, 1.0, 2.0)),
+    )
+    predictor.predict(volume)
+    predicted = recorded.span("minivess.predict")
+    assert predicted.attributes["adapter"] == "segresnet"
+    assert predicted.attributes["backend"] == "torch"
+    assert predicted.attributes["shape"] == (32, 24, 8)
+    assert predicted.attributes["device"] == "cpu"

@@ -162,3 +162,22 @@ def test_spans_and_metrics_reach_an_otlp_receiver(otlp_receiver) -> None:
     exports = [ExportMetricsServiceRequest.FromString(b) for p, b in received if p == "/v1/metrics"]
     scopes = [sm for e in exports for r in e.resource_metrics for sm in r.scope_metrics]
     assert DURATION_METRIC in {m.name for sm in scopes for m in sm.metrics}
+
+
+def test_invalid_settings_leave_spans_working_with_telemetry_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "settings.toml").write_text(
+        "[default]\ntelemetry.export_timeout_s = -1\n", encoding="utf-8"
+    )
+    monkeypatch.chdir(tmp_path)
+    shutdown_telemetry()
+    try:
+        with span("minivess.still.works") as current:
+            assert not current.is_recording()
+        assert telemetry_config() is None
+        assert "telemetry off" in caplog.text
+        assert "export_timeout_s" in caplog.text
+    finally:
+        shutdown_telemetry()
