@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,42 @@ def tracking(
     yield configure_tracking(f"sqlite:///{store / 'mlflow.db'}")
     while mlflow.active_run() is not None:
         mlflow.end_run()
+
+
+@dataclass(frozen=True)
+class OnnxModel:
+    """A seeded tiny SegResNet checkpoint, its ONNX export, and the export cache holding it."""
+
+    checkpoint: Path
+    onnx: Path
+    cache_dir: Path
+
+
+@pytest.fixture(scope="session")
+def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
+    """Exported once per test process (the exporter takes ~10 s even for a tiny network).
+
+    Point ``MINIVESS_CACHE_DIR`` at ``cache_dir`` (see :func:`onnx_cache`) and
+    ``Predictor.from_source(checkpoint, backend="onnx")`` reuses this export.
+    """
+    import torch
+
+    from minivess.adapters import build_adapter, load_checkpoint
+    from minivess.export import cached_export
+    from minivess.inference import PredictionSettings
+
+    root = tmp_path_factory.mktemp("onnx-model")
+    torch.manual_seed(0)
+    adapter = build_adapter("segresnet", TINY_SEGRESNET)
+    checkpoint = adapter.save_checkpoint(root / "best.pt", extra=PREDICTION_EXTRA)
+    adapter, info = load_checkpoint(checkpoint)
+    cache = root / "cache" / "onnx"  # the layout of default_cache_dir()
+    onnx = cached_export(adapter, PredictionSettings.from_checkpoint(info), info, cache_dir=cache)
+    return OnnxModel(checkpoint, onnx, cache)
+
+
+@pytest.fixture
+def onnx_cache(onnx_model: OnnxModel, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``MINIVESS_CACHE_DIR`` set so that the default export cache holds ``onnx_model``."""
+    monkeypatch.setenv("MINIVESS_CACHE_DIR", str(onnx_model.cache_dir.parent))
+    return onnx_model.cache_dir

@@ -17,6 +17,7 @@ from minivess import __version__
 from minivess.cli.console import console
 from minivess.cli.data import data_app
 from minivess.cli.evaluate import evaluate
+from minivess.cli.export import export
 from minivess.cli.predict import predict
 from minivess.cli.runs import runs_app
 from minivess.cli.train import train_command
@@ -46,6 +47,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.command("train")(train_command)
 app.command("evaluate")(evaluate)
+app.command("export")(export)
 app.command("predict")(predict)
 app.add_typer(runs_app, name="runs")
 

@@ -20,14 +20,20 @@ def predict(
         ...,
         "--model",
         "-m",
-        help="Checkpoint (.pt), model folder, or MLflow URI (models:/NAME@ALIAS, "
-        "models:/NAME/VERSION, runs:/RUN_ID/model).",
+        help="Checkpoint (.pt), model folder, exported ONNX model (.onnx), or MLflow URI "
+        "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     probabilities: bool = typer.Option(
         False, "--probabilities", help="Also write <name>_prob.nii.gz (float32 P(vessel))."
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    backend: str = typer.Option(
+        None,
+        "--backend",
+        help="torch or onnx (ONNX Runtime; a checkpoint is exported once into the cache) "
+        "[default: onnx for a .onnx model, else torch].",
+    ),
 ) -> None:
     """Write <name>_mask.nii.gz per volume, on exactly the input's grid (shape and affine)."""
     from minivess.errors import DataError
@@ -38,7 +44,7 @@ def predict(
         raise DataError(input_path, "missing-file", "input does not exist")
     if input_path.is_dir():
         volume_files(input_path)  # fail on an empty folder before loading the model
-    predictor = Predictor.from_source(model, device=device)
+    predictor = Predictor.from_source(model, device=device, backend=backend)
     if not input_path.is_dir():
         for path in predictor.predict_file(input_path, out, probabilities=probabilities):
             typer.echo(str(path))

@@ -144,6 +144,8 @@ def cached_export(
     adapter: ModelAdapter,
     settings: PredictionSettings,
     info: CheckpointInfo | None = None,
+    *,
+    training_run_id: str | None = None,
     cache_dir: str | Path | None = None,
 ) -> Path:
     """An export of ``adapter`` from the cache, exporting it first if this exact one is missing.
@@ -155,15 +157,17 @@ def cached_export(
         adapter: The trained network.
         settings: Normalisation and sliding window.
         info: Provenance to record (see :func:`export_onnx`).
+        training_run_id: MLflow run that trained the weights (see :func:`export_onnx`).
         cache_dir: Folder of cached exports; default :func:`default_cache_dir`.
 
     Returns:
         The cached ``.onnx`` file.
     """
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = folder / f"{adapter.name}-{export_key(adapter, settings, info)}{ONNX_SUFFIX}"
+    meta = describe(adapter, settings, info, training_run_id)
+    target = folder / f"{adapter.name}-{export_key(adapter, meta)}{ONNX_SUFFIX}"
     if not target.is_file():
-        export_onnx(adapter, target, settings=settings, info=info)
+        export_onnx(adapter, target, settings=settings, info=info, training_run_id=training_run_id)
     return target
 
 
@@ -176,10 +180,8 @@ def default_cache_dir() -> Path:
     return Path(xdg) / "minivess" / "onnx"
 
 
-def export_key(
-    adapter: ModelAdapter, settings: PredictionSettings, info: CheckpointInfo | None = None
-) -> str:
-    """A short hash of everything an export depends on."""
+def export_key(adapter: ModelAdapter, meta: OnnxMetadata) -> str:
+    """A short hash of everything an export depends on: weights, metadata, library versions."""
     import onnx
     import torch
 
@@ -189,7 +191,6 @@ def export_key(
     for name, tensor in sorted(adapter.network.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
-    meta = describe(adapter, settings, info)
     versions = [minivess.__version__, str(torch.__version__), onnx.__version__]
     digest.update(json.dumps([meta.model_dump(mode="json"), versions], sort_keys=True).encode())
     return digest.hexdigest()[:16]

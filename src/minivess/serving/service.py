@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import bentoml
 import numpy as np
@@ -32,10 +32,13 @@ from pydantic import BaseModel
 from minivess.config.settings import get_settings
 from minivess.data.io import write_nifti
 from minivess.data.volume import Volume
-from minivess.inference import Prediction
 from minivess.serving.guard import UploadGuard
-from minivess.serving.model import ServedModel, load_served_model
 from minivess.serving.uploads import UploadRejected, read_upload
+
+if TYPE_CHECKING:
+    from minivess.inference import Prediction
+    from minivess.serving.model import ServedModel
+from minivess.telemetry import span
 
 UPLOAD_PATHS = ("/segment", "/probabilities", "/summary")
 REQUEST_TIMEOUT_S = 600
@@ -89,6 +92,9 @@ class VesselSegmentation:
     """Vessel segmentation of uploaded 3D volumes with the configured model (``serve.*``)."""
 
     def __init__(self) -> None:
+        # BentoML imports this module in its supervisor too; only workers load torch and MONAI.
+        from minivess.serving.model import load_served_model
+
         settings = get_settings().serve
         self.max_voxels = settings.max_voxels
         self.model: ServedModel = load_served_model(settings)
@@ -122,12 +128,13 @@ class VesselSegmentation:
         )
 
     def _predict(self, file: Path, workdir: Path, endpoint: str) -> tuple[Prediction, Volume]:
-        try:
-            volume = read_upload(file, workdir, max_voxels=self.max_voxels, name=file.name)
-        except UploadRejected as exc:
-            raise BentoMLException(str(exc), error_code=exc.status) from None
-        with self._inference:
-            prediction = self.model.predictor.predict(volume)
+        with span("minivess.request", endpoint=endpoint):
+            try:
+                volume = read_upload(file, workdir, max_voxels=self.max_voxels, name=file.name)
+            except UploadRejected as exc:
+                raise BentoMLException(str(exc), error_code=exc.status) from None
+            with self._inference:
+                prediction = self.model.predictor.predict(volume)
         mask = prediction.mask.array
         PREDICTION_SECONDS.labels(endpoint=endpoint).observe(prediction.seconds)
         INPUT_VOXELS.labels(endpoint=endpoint).observe(mask.size)

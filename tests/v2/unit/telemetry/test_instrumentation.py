@@ -102,3 +102,33 @@ def test_prediction_is_traced_with_model_and_volume(recorded: Recorded, checkpoi
     assert predicted.attributes["backend"] == "torch"
     assert predicted.attributes["shape"] == (32, 24, 8)
     assert predicted.attributes["device"] == "cpu"
+
+
+@pytest.fixture
+def service(checkpoint: Path, monkeypatch: pytest.MonkeyPatch):
+    """The REST service's class, serving the tiny checkpoint (no HTTP server)."""
+    from minivess.config.settings import get_settings
+    from minivess.serving.service import VesselSegmentation
+
+    monkeypatch.setenv("MINIVESS_SERVE__MODEL", str(checkpoint))
+    get_settings(reload=True)
+    try:
+        yield VesselSegmentation.inner()
+    finally:
+        monkeypatch.delenv("MINIVESS_SERVE__MODEL")
+        get_settings(reload=True)
+
+
+def test_a_service_request_is_traced_around_its_prediction(
+    recorded: Recorded, service, tmp_path: Path
+) -> None:
+    import nibabel as nib
+
+    upload = tmp_path / "volume.nii.gz"
+    image = np.random.default_rng(0).random((32, 24, 8)).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, np.eye(4)), upload)
+    service._predict(upload, tmp_path, "summary")
+    request, predicted = recorded.span("minivess.request"), recorded.span("minivess.predict")
+    assert request.attributes["endpoint"] == "summary"
+    assert predicted.parent is not None
+    assert predicted.parent.span_id == request.context.span_id
