@@ -152,6 +152,15 @@ class ServeSettings(_Section):
         return str(_absolute(Path(model), _project_root(info)))
 
 
+class DemoSettings(_Section):
+    """The interactive Gradio demo (``minivess demo``)."""
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    """Interface to bind; the default serves this machine only."""
+    port: int = Field(default=7860, ge=1, le=65535)
+    """TCP port."""
+
+
 class TelemetrySettings(_Section):
     """OpenTelemetry traces and metrics; off unless an OTLP endpoint is configured."""
 
@@ -195,6 +204,7 @@ class DeploymentSettings(BaseModel):
     data: DataSettings = Field(default_factory=DataSettings)
     dvc: DvcSettings = Field(default_factory=DvcSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    demo: DemoSettings = Field(default_factory=DemoSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     secrets: SecretSettings = Field(default_factory=SecretSettings)
 

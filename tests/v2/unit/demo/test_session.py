@@ -1,0 +1,85 @@
+"""Demo session: choosing the input, caching predictors, segmenting and saving the mask."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from minivess.data.io import read_volume, write_nifti
+from minivess.data.volume import Volume, affine_from_spacing
+from minivess.demo import PredictorCache, Segmenter, choose_input, example_volumes
+from minivess.errors import ConfigError, DataError
+from minivess.inference import Predictor
+
+
+@pytest.fixture
+def volume_file(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    image = Volume(rng.random((32, 32, 8), dtype=np.float32), affine_from_spacing((2.0, 2.0, 5.0)))
+    return write_nifti(tmp_path / "stack.nii.gz", image.array, like=image)
+
+
+def test_examples_are_the_volume_files_of_a_folder(tmp_path: Path) -> None:
+    for name in ("b.tif", "a.nii.gz", "notes.txt", "c.ome.tif"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub.nii").mkdir()
+    assert list(example_volumes(tmp_path)) == ["a.nii.gz", "b.tif", "c.ome.tif"]
+    assert example_volumes(tmp_path / "missing") == {}
+    assert example_volumes(None) == {}
+
+
+def test_upload_wins_over_an_example_and_unknown_examples_are_refused(tmp_path: Path) -> None:
+    examples = {"a.tif": tmp_path / "a.tif"}
+    assert choose_input(str(tmp_path / "up.nii"), "a.tif", examples) == tmp_path / "up.nii"
+    assert choose_input(None, "a.tif", examples) == tmp_path / "a.tif"
+    with pytest.raises(DataError, match="unknown-example"):
+        choose_input(None, "../../etc/passwd", examples)
+    with pytest.raises(DataError, match="no-input"):
+        choose_input(None, None, examples)
+
+
+def test_cache_loads_each_model_once_and_drops_the_oldest(checkpoint: Path, tmp_path: Path) -> None:
+    cache = PredictorCache("cpu", size=1)
+    first = cache.get(str(checkpoint))
+    assert cache.get(f" {checkpoint} ") is first
+    other = checkpoint.with_name("other.pt")
+    other.write_bytes(checkpoint.read_bytes())
+    assert cache.get(str(other)) is not first
+    assert cache.get(str(checkpoint)) is not first  # evicted, loaded again
+
+
+def test_cache_refuses_empty_sources_and_unknown_backends(checkpoint: Path) -> None:
+    cache = PredictorCache()
+    with pytest.raises(ConfigError, match="no model given"):
+        cache.get("  ")
+    with pytest.raises(ConfigError, match="unknown backend 'tensorrt'"):
+        cache.get(str(checkpoint), "tensorrt")
+
+
+def test_segment_writes_the_predictor_mask_on_the_input_grid(
+    checkpoint: Path, volume_file: Path, tmp_path: Path
+) -> None:
+    segmenter = Segmenter(PredictorCache(), output_dir=tmp_path / "out")
+    result = segmenter.segment(volume_file, str(checkpoint))
+
+    expected = Predictor.from_source(checkpoint).predict(read_volume(volume_file))
+    saved = nib.load(result.mask_file)
+    np.testing.assert_array_equal(np.asarray(saved.dataobj), expected.mask.array)
+    np.testing.assert_allclose(saved.affine, nib.load(volume_file).affine)
+    assert result.mask_file.name == "stack_mask.nii.gz"
+    summary = result.summary()
+    assert summary["vessel_voxels"] == int(expected.mask.array.sum())
+    assert summary["shape"] == "32 x 32 x 8"
+    assert summary["spacing_um"] == "2 x 2 x 5"
+    assert summary["model"] == str(checkpoint)
+
+
+def test_a_bad_volume_fails_before_the_model_is_loaded(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"garbage")
+    segmenter = Segmenter(PredictorCache(), output_dir=tmp_path / "out")
+    with pytest.raises(DataError, match="corrupt-file"):
+        segmenter.segment(bad, str(tmp_path / "no-such-model.pt"))
