@@ -34,11 +34,11 @@ from minivess.data.io import write_nifti
 from minivess.data.volume import Volume
 from minivess.serving.guard import UploadGuard
 from minivess.serving.uploads import UploadRejected, read_upload
+from minivess.telemetry import span
 
 if TYPE_CHECKING:
     from minivess.inference import Prediction
     from minivess.serving.model import ServedModel
-from minivess.telemetry import span
 
 UPLOAD_PATHS = ("/segment", "/probabilities", "/summary")
 REQUEST_TIMEOUT_S = 600
