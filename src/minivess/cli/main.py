@@ -20,6 +20,7 @@ from minivess.cli.evaluate import evaluate
 from minivess.cli.export import export
 from minivess.cli.predict import predict
 from minivess.cli.runs import runs_app
+from minivess.cli.serve import serve
 from minivess.cli.train import train_command
 from minivess.errors import MinivessError
 
@@ -50,6 +51,7 @@ app.command("evaluate")(evaluate)
 app.command("export")(export)
 app.command("predict")(predict)
 app.add_typer(runs_app, name="runs")
+app.command("serve")(serve)
 
 _state = {"debug": False}
 
