@@ -23,7 +23,6 @@ import tifffile
 from minivess.data.io import NIFTI_SUFFIXES, TIFF_SUFFIXES, read_volume
 from minivess.data.volume import Volume
 from minivess.errors import DataError, MinivessError
-from minivess.inference.predictor import check_volume
 
 ACCEPTED = ".nii, .nii.gz, .tif, .tiff or .ome.tif"
 """The volume formats the service segments, as shown in messages."""
@@ -168,6 +167,9 @@ def read_upload(path: Path, workdir: Path, *, max_voxels: int, name: str | None 
             content is NIfTI or the other way round, and 400 for corrupt voxels, invalid
             spacing or NaN/inf values.
     """
+    # Imported here: torch and MONAI behind it would slow every process that loads the service.
+    from minivess.inference.predictor import check_volume
+
     header = read_header(path, max_voxels)
     _check_name_matches(name, header.format)
     target = workdir / f"upload{_SUFFIX_FOR_FORMAT[header.format]}"

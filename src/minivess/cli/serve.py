@@ -1,0 +1,47 @@
+"""``minivess serve``: run the REST service (BentoML) on the host and port of the settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+SERVICE = "minivess.serving.service:VesselSegmentation"
+"""Import path of the BentoML service, as ``bentoml serve`` and ``bentofile.yaml`` name it."""
+
+
+def serve(
+    host: str | None = typer.Option(
+        None, "--host", help="Interface to bind (default: serve.host, 127.0.0.1)."
+    ),
+    port: int | None = typer.Option(None, "--port", help="TCP port (default: serve.port)."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Model to serve instead of serve.model: MLflow URI (models:/NAME@ALIAS), "
+        "checkpoint (.pt) or model folder.",
+    ),
+) -> None:
+    """Serve vessel segmentation over HTTP: POST /segment, /probabilities, /summary."""
+    from minivess.config.settings import get_settings
+
+    settings = get_settings().serve
+    env = dict(os.environ)
+    if model is not None:
+        env["MINIVESS_SERVE__MODEL"] = model
+    command = [
+        str(Path(sys.executable).parent / "bentoml"),
+        "serve",
+        SERVICE,
+        "--host",
+        host or settings.host,
+        "--port",
+        str(port or settings.port),
+    ]
+    code = subprocess.call(command, env=env)
+    if code:
+        raise typer.Exit(code)
