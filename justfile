@@ -69,3 +69,7 @@ compose-check:
 # Run the benchmark suite and rewrite docs/benchmarks.md (about 10 minutes on 2 cores)
 bench *args:
     uv run python -m benchmarks.run_all {{args}}
+
+# GPU figures (AMP speed-up, throughput, peak GPU memory); needs only torch + MONAI on a CUDA machine
+bench-gpu out="benchmarks/results/gpu.json":
+    python benchmarks/gpu.py --out {{out}}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 HEADER = """\
@@ -139,7 +141,41 @@ def _data(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+GPU_RESULTS = Path(__file__).resolve().parent / "results" / "gpu.json"
+"""Figures of ``benchmarks/gpu.py`` from the last GPU machine it ran on (committed)."""
+
+
+def gpu_section(path: Path = GPU_RESULTS) -> list[str]:
+    """The GPU tables from the committed results of :mod:`benchmarks.gpu`, if there are any."""
+    if not path.is_file():
+        return []
+    from benchmarks.gpu import markdown
+
+    result = json.loads(path.read_text())
+    return [
+        "",
+        "## GPU (training step and full-volume inference, AMP vs fp32)",
+        "",
+        "Measured with `python benchmarks/gpu.py` (`just bench-gpu`) on a lent GPU machine, not",
+        "by `just bench` on this CPU; the file `benchmarks/results/gpu.json` holds the raw rows.",
+        "Random weights and inputs (speed and memory do not depend on them); median of 3 repeats",
+        "of 10 steps after 5 warm-up steps; sliding window = the training patch, 8 windows per",
+        "batch, overlap 0.25. Peak GPU memory is `torch.cuda.max_memory_allocated`. The fp32",
+        "rows use PyTorch's defaults (cuDNN may use TF32 for convolutions).",
+        "",
+        markdown(result),
+        "",
+    ]
+
+
 def render(report: dict[str, Any]) -> str:
     """The Markdown page: the method header, then one table per benchmark."""
-    parts = [HEADER, *_machine(report), *_inference(report), *_training(report), *_data(report)]
+    parts = [
+        HEADER,
+        *_machine(report),
+        *_inference(report),
+        *_training(report),
+        *_data(report),
+        *gpu_section(),
+    ]
     return "\n".join(parts)
