@@ -18,7 +18,10 @@ def demo(
         "Users can type another in the page.",
     ),
     backend: str = typer.Option(
-        "torch", "--backend", help="Runtime selected at start: torch or onnx."
+        None,
+        "--backend",
+        help="Runtime selected at start: torch or onnx [default: onnx for a .onnx model, "
+        "else torch].",
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     host: str = typer.Option(
@@ -35,11 +38,12 @@ def demo(
 ) -> None:
     """Serve the segmentation demo in the browser (analytics off, no public link)."""
     from minivess.config.settings import get_settings
-    from minivess.demo import BACKENDS, PredictorCache, Segmenter, example_volumes, launch_demo
-    from minivess.errors import ConfigError, DataError
+    from minivess.demo import PredictorCache, Segmenter, example_volumes, launch_demo
+    from minivess.errors import DataError
+    from minivess.inference.runners import check_backend
+    from minivess.inference.sources import is_onnx_source
 
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    backend = check_backend(backend or ("onnx" if is_onnx_source(model) else "torch"))
     if examples is not None and not examples.is_dir():
         raise DataError(examples, "missing-folder", "the examples folder does not exist")
     settings = get_settings()

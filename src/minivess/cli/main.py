@@ -16,6 +16,7 @@ from rich.markup import escape
 from minivess import __version__
 from minivess.cli.console import console
 from minivess.cli.data import data_app
+from minivess.cli.demo import demo
 from minivess.cli.evaluate import evaluate
 from minivess.cli.export import export
 from minivess.cli.predict import predict
@@ -50,6 +51,7 @@ app.command("train")(train_command)
 app.command("evaluate")(evaluate)
 app.command("export")(export)
 app.command("predict")(predict)
+app.command("demo")(demo)
 app.add_typer(runs_app, name="runs")
 app.command("serve")(serve)
 

@@ -9,7 +9,6 @@ Example:
 
 from minivess.demo.app import DEFAULT_MODEL, build_demo, launch_demo
 from minivess.demo.session import (
-    BACKENDS,
     PredictorCache,
     Segmentation,
     Segmenter,
@@ -18,7 +17,6 @@ from minivess.demo.session import (
 )
 
 __all__ = [
-    "BACKENDS",
     "DEFAULT_MODEL",
     "PredictorCache",
     "Segmentation",

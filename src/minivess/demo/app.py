@@ -22,7 +22,7 @@ from typing import Any, TypeVar, cast
 import gradio as gr
 import numpy as np
 
-from minivess.demo.session import BACKENDS, Segmentation, Segmenter, choose_input
+from minivess.demo.session import Segmentation, Segmenter, choose_input
 from minivess.demo.views import (
     MASK_OVERLAY,
     VALUE_MAPS,
@@ -31,6 +31,7 @@ from minivess.demo.views import (
     slice_view,
 )
 from minivess.errors import DataError, MinivessError
+from minivess.inference.runners import BACKENDS
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,8 @@ from minivess.data.volume import Volume
 from minivess.errors import ConfigError, DataError
 from minivess.inference import Prediction, Predictor, check_volume
 from minivess.inference.predictor import MASK_SUFFIX, output_stem
+from minivess.inference.runners import check_backend
 
-BACKENDS = ("torch", "onnx")
-"""Runtimes the demo offers; :meth:`Predictor.from_source` checks that the model supports it."""
 EXAMPLE_SUBFOLDER = "denoised"
 """Folder of the VesselNN dataset holding the raw volumes offered as examples."""
 
@@ -82,20 +81,18 @@ class PredictorCache:
         """The predictor for ``source`` on ``backend``, loading it on first use.
 
         Raises:
-            ConfigError: An empty source or an unknown backend.
+            ConfigError: An empty source, an unknown backend, or one the model cannot run on.
             MinivessError: The model cannot be loaded (see :meth:`Predictor.from_source`).
         """
         source = source.strip()
         if not source:
             raise ConfigError("no model given: enter a checkpoint path or models:/NAME@ALIAS")
-        if backend not in BACKENDS:
-            raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        key = (source, backend)
+        key = (source, check_backend(backend))
         with self._lock:
             if key in self._loaded:
                 self._loaded.move_to_end(key)
                 return self._loaded[key]
-            predictor = _load_predictor(source, backend, self.device)
+            predictor = Predictor.from_source(source, device=self.device, backend=backend)
             self._loaded[key] = predictor
             while len(self._loaded) > self.size:
                 self._loaded.popitem(last=False)
@@ -107,14 +104,6 @@ class PredictorCache:
             self._loaded.clear()
 
 
-def _load_predictor(source: str, backend: str, device: str) -> Predictor:
-    """:meth:`Predictor.from_source`; the backend keyword only where it is not the default."""
-    options: dict[str, Any] = {"device": device}
-    if backend != "torch":
-        options["backend"] = backend
-    return Predictor.from_source(source, **options)
-
-
 @dataclass(frozen=True, eq=False)
 class Segmentation:
     """One segmented volume, kept per browser session so the slice slider needs no new run.
@@ -124,14 +113,12 @@ class Segmentation:
         image: The raw volume.
         prediction: Mask and P(vessel) on the input's grid.
         mask_file: The mask written as NIfTI for download.
-        backend: Runtime that predicted.
     """
 
     name: str
     image: Volume
     prediction: Prediction
     mask_file: Path
-    backend: str
 
     def summary(self) -> dict[str, Any]:
         """The numbers shown next to the views (JSON-ready)."""
@@ -148,7 +135,7 @@ class Segmentation:
             "prediction_s": round(self.prediction.seconds, 3),
             "model": self.prediction.model.source,
             "adapter": self.prediction.model.adapter,
-            "backend": self.backend,
+            "backend": self.prediction.model.backend,
         }
 
 
@@ -185,4 +172,4 @@ class Segmenter:
         prediction = predictor.predict(volume)
         target = self.output_dir / uuid.uuid4().hex / f"{output_stem(path)}{MASK_SUFFIX}"
         write_nifti(target, prediction.mask.array, like=prediction.mask)
-        return Segmentation(path.name, volume, prediction, target, backend)
+        return Segmentation(path.name, volume, prediction, target)

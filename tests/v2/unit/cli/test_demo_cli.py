@@ -24,7 +24,7 @@ def cli() -> typer.Typer:
 def test_unknown_backend_is_refused() -> None:
     result = CliRunner().invoke(cli(), ["demo", "--backend", "tensorrt"])
     assert isinstance(result.exception, ConfigError)
-    assert "unknown backend 'tensorrt'" in str(result.exception)
+    assert "backend must be one of torch, onnx; got 'tensorrt'" in str(result.exception)
 
 
 def test_missing_examples_folder_is_refused(tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ def test_cache_refuses_empty_sources_and_unknown_backends(checkpoint: Path) -> N
     cache = PredictorCache()
     with pytest.raises(ConfigError, match="no model given"):
         cache.get("  ")
-    with pytest.raises(ConfigError, match="unknown backend 'tensorrt'"):
+    with pytest.raises(ConfigError, match="backend must be one of torch, onnx; got 'tensorrt'"):
         cache.get(str(checkpoint), "tensorrt")
 
 
