@@ -15,7 +15,7 @@ from minivess.telemetry.setup import (
     shutdown_telemetry,
     telemetry_config,
 )
-from minivess.telemetry.spans import record_duration, span, span_attributes
+from minivess.telemetry.spans import parent_context, record_duration, span, span_attributes
 
 __all__ = [
     "DURATION_METRIC",
@@ -24,6 +24,7 @@ __all__ = [
     "flush_telemetry",
     "get_meter",
     "get_tracer",
+    "parent_context",
     "record_duration",
     "shutdown_telemetry",
     "span",

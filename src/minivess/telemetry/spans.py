@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.util.types import AttributeValue
 
 from minivess.telemetry.setup import duration_histogram, get_tracer
@@ -40,11 +41,29 @@ def span(name: str, **attributes: Any) -> Iterator[trace.Span]:
         The span, to add attributes known only at the end (``set_attribute``).
     """
     start = time.perf_counter()
-    with get_tracer().start_as_current_span(name, attributes=span_attributes(attributes)) as sp:
+    with get_tracer().start_as_current_span(
+        name, context=parent_context(), attributes=span_attributes(attributes)
+    ) as sp:
         try:
             yield sp
         finally:
             record_duration(name, time.perf_counter() - start)
+
+
+def parent_context() -> Context | None:
+    """The context a new minivess span should start in: the current one if its span is sampled.
+
+    A span that another tracer provider started but does not sample (BentoML wraps every
+    request in one, sampled at its ``tracing.sample_rate``, 0 by default) would otherwise make
+    the SDK drop every minivess span below it; under such a parent a minivess span starts a
+    trace of its own instead.
+
+    Returns:
+        ``None`` (the current context) or a fresh, empty context.
+    """
+    if trace.get_current_span().get_span_context().trace_flags.sampled:
+        return None
+    return Context()
 
 
 def record_duration(operation: str, seconds: float) -> None:

@@ -12,7 +12,7 @@ import time
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
-from minivess.telemetry import get_tracer, record_duration, span_attributes
+from minivess.telemetry import get_tracer, parent_context, record_duration, span_attributes
 from minivess.training.engine import Trainer
 from minivess.training.events import Event
 
@@ -52,7 +52,9 @@ class TelemetryHandler:
             "device": str(trainer.device),
             "monitor": trainer.monitor,
         }
-        self._run = get_tracer().start_span(RUN_SPAN, attributes=span_attributes(attributes))
+        self._run = get_tracer().start_span(
+            RUN_SPAN, context=parent_context(), attributes=span_attributes(attributes)
+        )
 
     def _start_epoch(self, trainer: Trainer) -> None:
         parent = trace.set_span_in_context(self._run) if self._run is not None else None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from opentelemetry.trace import StatusCode
 
 from minivess.telemetry import DURATION_METRIC, span, span_attributes
@@ -63,3 +65,23 @@ def test_attribute_values_become_types_opentelemetry_accepts() -> None:
     assert span_attributes(
         {"n": 2, "ok": True, "dims": [1, 2], "mixed": (1, "a"), "device": Device(), "gone": None}
     ) == {"n": 2, "ok": True, "dims": [1, 2], "mixed": ["1", "a"], "device": "cuda:0"}
+
+
+@pytest.mark.parametrize("sampled", [True, False])
+def test_a_foreign_parent_is_followed_only_when_it_is_sampled(
+    recorded: Recorded, sampled: bool
+) -> None:
+    # BentoML wraps each request in a span of its own provider, unsampled by default.
+    foreign = TracerProvider(sampler=ALWAYS_ON if sampled else ALWAYS_OFF)
+    with (
+        foreign.get_tracer("bentoml").start_as_current_span("HTTP POST") as outer,
+        span("minivess.request"),
+    ):
+        pass
+    request = recorded.span("minivess.request")
+    if sampled:
+        assert request.parent is not None
+        assert request.parent.span_id == outer.get_span_context().span_id
+        assert request.context.trace_id == outer.get_span_context().trace_id
+    else:
+        assert request.parent is None
