@@ -199,3 +199,79 @@ def onnx_cache(onnx_model: OnnxModel, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``MINIVESS_CACHE_DIR`` set so that the default export cache holds ``onnx_model``."""
     monkeypatch.setenv("MINIVESS_CACHE_DIR", str(onnx_model.cache_dir.parent))
     return onnx_model.cache_dir
+
+
+class OtlpReceiver:
+    """A real OTLP/HTTP endpoint on 127.0.0.1 that keeps what is exported to it.
+
+    Args:
+        url: Base URL to configure as the OTLP endpoint.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.exports: list[tuple[str, bytes]] = []
+        """``(path, protobuf body)`` of every request, e.g. ``("/v1/traces", b"...")``."""
+
+    def spans(self) -> list[Any]:
+        """Every span received, as OTLP protobuf ``Span`` messages."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        requests = [
+            ExportTraceServiceRequest.FromString(body)
+            for path, body in list(self.exports)
+            if path == "/v1/traces"
+        ]
+        scopes = [ss for r in requests for rs in r.resource_spans for ss in rs.scope_spans]
+        return [span for scope in scopes for span in scope.spans]
+
+    def metric_names(self) -> set[str]:
+        """Names of every metric received."""
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+            ExportMetricsServiceRequest,
+        )
+
+        requests = [
+            ExportMetricsServiceRequest.FromString(body)
+            for path, body in list(self.exports)
+            if path == "/v1/metrics"
+        ]
+        return {
+            m.name
+            for r in requests
+            for rm in r.resource_metrics
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+        }
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """An :class:`OtlpReceiver` serving in a thread for the test's duration."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    exports: list[tuple[str, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            exports.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    receiver = OtlpReceiver(f"http://127.0.0.1:{server.server_address[1]}")
+    receiver.exports = exports
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()

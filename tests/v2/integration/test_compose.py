@@ -328,8 +328,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def served_metrics(tmp_path: Path, checkpoint: Path) -> Iterator[set[str]]:
-    """Metric names on ``/metrics`` of the real service after it has segmented one volume."""
+def served_metrics(tmp_path: Path, checkpoint: Path, otlp_receiver) -> Iterator[set[str]]:
+    """Metric names on ``/metrics`` of the real service after it has segmented one volume.
+
+    The service exports its telemetry to ``otlp_receiver``, as it does to the collector in the
+    compose stacks.
+    """
     import nibabel as nib
     import numpy as np
 
@@ -337,7 +341,13 @@ def served_metrics(tmp_path: Path, checkpoint: Path) -> Iterator[set[str]]:
     image = np.random.default_rng(0).random((32, 24, 8)).astype(np.float32)
     nib.save(nib.Nifti1Image(image, np.eye(4)), volume)
     port = _free_port()
-    env = dict(os.environ, MINIVESS_SERVE__MODEL=str(checkpoint), BENTOML_DO_NOT_TRACK="True")
+    env = dict(
+        os.environ,
+        MINIVESS_SERVE__MODEL=str(checkpoint),
+        BENTOML_DO_NOT_TRACK="True",
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.url,
+        OTEL_SERVICE_NAME="minivess-service",
+    )
     log = tmp_path / "service.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -395,9 +405,20 @@ def _post_volume(url: str, path: Path) -> None:
         assert response.status == 200
 
 
+def _wait_for_span(receiver, name: str) -> list[Any]:
+    for _ in range(240):  # spans leave in batches every few seconds
+        spans = receiver.spans()
+        if name in {s.name for s in spans}:
+            return spans
+        time.sleep(0.5)
+    pytest.fail(f"no {name} span reached the OTLP receiver")
+
+
 @pytest.mark.slow
 @pytest.mark.integration
-def test_dashboard_queries_only_metrics_that_are_exported(served_metrics: set[str]) -> None:
+def test_a_served_request_feeds_the_dashboard_and_the_collector(
+    served_metrics: set[str], otlp_receiver
+) -> None:
     from minivess.telemetry import DURATION_METRIC
 
     # What the collector's Prometheus exporter makes of the OTLP histogram (unit "s").
@@ -412,3 +433,8 @@ def test_dashboard_queries_only_metrics_that_are_exported(served_metrics: set[st
     }
     assert "bentoml_service_request_duration_seconds_bucket" in queried
     assert queried <= exported, f"not exported: {sorted(queried - exported)}"
+
+    spans = {s.name: s for s in _wait_for_span(otlp_receiver, "minivess.request")}
+    request, predicted = spans["minivess.request"], spans["minivess.predict"]
+    assert predicted.parent_span_id == request.span_id
+    assert {a.key: a.value.string_value for a in request.attributes} == {"endpoint": "summary"}

@@ -7,16 +7,9 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from minivess.config.settings import get_settings
 from minivess.telemetry import (
@@ -118,50 +111,18 @@ def test_standard_otel_variable_turns_it_on(monkeypatch: pytest.MonkeyPatch) -> 
     shutdown_telemetry()
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: list[tuple[str, bytes]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append((self.path, body))  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def otlp_receiver() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
-    """A real HTTP server on 127.0.0.1 that accepts OTLP/HTTP exports and keeps them."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    server.received = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", server.received  # type: ignore[attr-defined]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_spans_and_metrics_reach_an_otlp_receiver(otlp_receiver) -> None:
-    endpoint, received = otlp_receiver
-    assert configure_telemetry(endpoint + "/", export_timeout_s=5, service_name="minivess-e2e")
+    assert configure_telemetry(
+        otlp_receiver.url + "/", export_timeout_s=5, service_name="minivess-e2e"
+    )
     try:
         with span("minivess.exported", volumes=2):
             pass
         assert flush_telemetry()
     finally:
         shutdown_telemetry()
-    traces = [ExportTraceServiceRequest.FromString(b) for p, b in received if p == "/v1/traces"]
-    spans = [s for t in traces for r in t.resource_spans for ss in r.scope_spans for s in ss.spans]
-    assert [s.name for s in spans] == ["minivess.exported"]
-    exports = [ExportMetricsServiceRequest.FromString(b) for p, b in received if p == "/v1/metrics"]
-    scopes = [sm for e in exports for r in e.resource_metrics for sm in r.scope_metrics]
-    assert DURATION_METRIC in {m.name for sm in scopes for m in sm.metrics}
+    assert [s.name for s in otlp_receiver.spans()] == ["minivess.exported"]
+    assert DURATION_METRIC in otlp_receiver.metric_names()
 
 
 def test_invalid_settings_leave_spans_working_with_telemetry_off(
