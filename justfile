@@ -31,6 +31,10 @@ predict input out model="models:/minivess@champion":
 serve model="":
     uv run minivess serve {{ if model == "" { "" } else { "--model " + model } }}
 
+# Gradio demo in the browser on demo.host:demo.port (127.0.0.1:7860), see docs/serving.md
+demo model="models:/minivess@champion" *args:
+    uv run minivess demo --model {{model}} {{args}}
+
 # Leaderboard of tracked runs, or runs sql "select ..."
 runs *args:
     uv run minivess runs {{args}}

@@ -58,10 +58,11 @@ def demo(
         soft_wrap=True,
     )
     launch_demo(
-        Segmenter(PredictorCache(device)),
+        Segmenter(PredictorCache(device), max_voxels=settings.demo.max_voxels),
         host=host,
         port=port,
         examples=offered,
         default_model=model,
         default_backend=backend,
+        max_upload_mb=settings.demo.max_upload_mb,
     )

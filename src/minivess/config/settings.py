@@ -159,6 +159,10 @@ class DemoSettings(_Section):
     """Interface to bind; the default serves this machine only."""
     port: int = Field(default=7860, ge=1, le=65535)
     """TCP port."""
+    max_upload_mb: float = Field(default=256.0, gt=0)
+    """Largest file a user may upload, in MiB."""
+    max_voxels: int = Field(default=64_000_000, gt=0)
+    """Largest volume (H x W x D) segmented; checked from the header before decoding."""
 
 
 class TelemetrySettings(_Section):

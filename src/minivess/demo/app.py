@@ -228,8 +228,18 @@ def launch_demo(
     examples: dict[str, Path] | None = None,
     default_model: str = DEFAULT_MODEL,
     default_backend: str = "torch",
+    max_upload_mb: float | None = None,
 ) -> None:
     """Serve the demo on ``host:port`` until interrupted (analytics off, no public link).
+
+    Args:
+        segmenter: Loads models (cached) and segments files.
+        host: Interface to bind.
+        port: TCP port.
+        examples: Volumes offered in the example menu, by name.
+        default_model: Model source filled in at start.
+        default_backend: Runtime selected at start.
+        max_upload_mb: Largest upload accepted, in MiB; ``None`` for no limit.
 
     Raises:
         MinivessError: The port is taken or the host cannot be bound.
@@ -243,7 +253,14 @@ def launch_demo(
     )
     demo.queue(default_concurrency_limit=1)  # one prediction at a time: CPUs are shared
     try:
-        demo.launch(server_name=host, server_port=port, share=False, ssr_mode=False, quiet=True)
+        demo.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            ssr_mode=False,
+            quiet=True,
+            max_file_size=None if max_upload_mb is None else int(max_upload_mb * 2**20),
+        )
     except OSError as exc:
         raise MinivessError(
             f"cannot serve the demo on {host}:{port} ({exc}); choose another port with "

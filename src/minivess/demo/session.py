@@ -23,6 +23,10 @@ from minivess.errors import ConfigError, DataError
 from minivess.inference import Prediction, Predictor, check_volume
 from minivess.inference.predictor import MASK_SUFFIX, output_stem
 from minivess.inference.runners import check_backend
+from minivess.serving.uploads import UploadRejected, read_header
+
+DEFAULT_MAX_VOXELS = 64_000_000
+"""Largest volume the demo segments unless told otherwise (``demo.max_voxels``)."""
 
 EXAMPLE_SUBFOLDER = "denoised"
 """Folder of the VesselNN dataset holding the raw volumes offered as examples."""
@@ -131,12 +135,17 @@ class Segmentation:
             "spacing_um": " x ".join(f"{s:g}" for s in spacing),
             "vessel_voxels": voxels,
             "vessel_fraction": round(voxels / mask.size, 6),
-            "vessel_volume_um3": round(voxels * float(np.prod(spacing)), 1),
+            "vessel_volume_um3": round(voxels * _voxel_volume(self.image.affine), 1),
             "prediction_s": round(self.prediction.seconds, 3),
             "model": self.prediction.model.source,
             "adapter": self.prediction.model.adapter,
             "backend": self.prediction.model.backend,
         }
+
+
+def _voxel_volume(affine: np.ndarray) -> float:
+    """Volume of one voxel in cubic micrometres: |det| of the affine's 3x3 part."""
+    return abs(float(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
 
 
 class Segmenter:
@@ -146,10 +155,20 @@ class Segmenter:
         predictors: Where models are loaded and kept.
         output_dir: Folder for the masks offered for download; a temporary folder removed at
             exit if ``None``.
+        max_voxels: Largest volume segmented, checked from the file header before the voxels
+            are decoded (the REST service's upload check), so a small compressed file cannot
+            inflate into gigabytes.
     """
 
-    def __init__(self, predictors: PredictorCache, output_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        predictors: PredictorCache,
+        output_dir: Path | None = None,
+        *,
+        max_voxels: int = DEFAULT_MAX_VOXELS,
+    ) -> None:
         self.predictors = predictors
+        self.max_voxels = max_voxels
         if output_dir is None:
             self._tmp: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(
                 prefix="minivess-demo-"
@@ -163,9 +182,14 @@ class Segmenter:
         The volume is read and checked before the model is loaded, so a bad file fails fast.
 
         Raises:
-            DataError: Unreadable, not 3D, non-numeric or non-finite volume.
+            DataError: Not a NIfTI or TIFF volume by its content, unreadable, not 3D, more than
+                ``max_voxels`` voxels, non-numeric or non-finite.
             MinivessError: The model cannot be loaded or does not run on ``backend``.
         """
+        try:
+            read_header(path, self.max_voxels)
+        except UploadRejected as exc:
+            raise DataError(path, exc.rule, exc.message) from None
         volume = read_volume(path)
         check_volume(volume)
         predictor = self.predictors.get(source, backend)

@@ -38,6 +38,9 @@ START_TIMEOUT_S = 180
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 EXAMPLE = "example_crop.tif"
+MAX_UPLOAD_MB = 2
+MAX_VOXELS = 300_000
+"""Above the 128 x 128 x Z crops (Z <= 15 in the first VesselNN volume), below 128^2 x 20."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,8 @@ def _write_inputs(root: Path, vesselnn_dir: Path) -> tuple[Path, Path, Path]:
     checkpoint = adapter.save_checkpoint(root / "model" / "best.pt", extra=PREDICTION_EXTRA)
     source = read_tiff(sorted((vesselnn_dir / "denoised").glob("*.tif"))[0])
     x0, y0 = (source.shape[0] - 128) // 2, (source.shape[1] - 128) // 2
-    crop = Volume(np.ascontiguousarray(source.array[x0 : x0 + 128, y0 : y0 + 128]), source.affine)
+    voxels = source.array[x0 : x0 + 128, y0 : y0 + 128, :15]  # at most MAX_VOXELS
+    crop = Volume(np.ascontiguousarray(voxels), source.affine)
     nifti = write_nifti(root / "crop.nii.gz", crop.array, like=crop)
     examples = root / "examples"
     examples.mkdir()
@@ -95,6 +99,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, vesselnn_dir: Path) -> Iter
     log = root / "demo.log"
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(root / "gr"))
     env["MINIVESS_CACHE_DIR"] = str(root / "cache")  # ONNX exports, shared with the test
+    env["MINIVESS_DEMO__MAX_UPLOAD_MB"] = str(MAX_UPLOAD_MB)
+    env["MINIVESS_DEMO__MAX_VOXELS"] = str(MAX_VOXELS)
     command = [str(BIN / "minivess"), "demo", "--model", str(checkpoint), "--port", str(port)]
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -206,11 +212,14 @@ def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
     nib.save(nib.Nifti1Image(np.ones((16, 16, 8, 3), np.float32), np.eye(4)), series)
     text = root / "notes.txt"
     text.write_text("not a volume")
+    large = root / "large.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((128, 128, 20), np.uint8), np.eye(4)), large)
     return {
         "corrupt": (corrupt, "corrupt-file"),
         "2d": (flat, "dimensionality"),
         "4d": (series, "dimensionality"),
         "wrong type": (text, "file-type"),
+        "too many voxels": (large, "too-many-voxels"),
     }
 
 
@@ -229,6 +238,11 @@ def test_bad_inputs_give_clear_errors_and_the_app_keeps_working(
         _segment(client, server, upload=server.crop, model=tmp_path / "nothing.pt")
     with pytest.raises(AppError, match=r"\[no-input\] upload a volume"):
         _segment(client, server)
+
+    oversized = tmp_path / "oversized.nii.gz"
+    oversized.write_bytes(b"\0" * (MAX_UPLOAD_MB * 2**20 + 1))
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):
+        _segment(client, server, upload=oversized)
 
     *_, summary, mask_path = _segment(client, server, upload=server.crop)
     assert nib.load(mask_path).shape == nib.load(server.crop).shape

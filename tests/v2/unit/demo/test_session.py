@@ -74,12 +74,21 @@ def test_segment_writes_the_predictor_mask_on_the_input_grid(
     assert summary["vessel_voxels"] == int(expected.mask.array.sum())
     assert summary["shape"] == "32 x 32 x 8"
     assert summary["spacing_um"] == "2 x 2 x 5"
+    assert summary["vessel_volume_um3"] == pytest.approx(summary["vessel_voxels"] * 20.0)
     assert summary["model"] == str(checkpoint)
 
 
 def test_a_bad_volume_fails_before_the_model_is_loaded(tmp_path: Path) -> None:
     bad = tmp_path / "broken.nii.gz"
-    bad.write_bytes(b"garbage")
+    bad.write_bytes(b"\x1f\x8b truncated gzip")
     segmenter = Segmenter(PredictorCache(), output_dir=tmp_path / "out")
-    with pytest.raises(DataError, match="corrupt-file"):
+    with pytest.raises(DataError, match=r"broken\.nii\.gz: \[corrupt-file\]"):
         segmenter.segment(bad, str(tmp_path / "no-such-model.pt"))
+
+
+def test_a_volume_above_the_voxel_limit_is_refused_from_its_header(
+    volume_file: Path, tmp_path: Path
+) -> None:
+    segmenter = Segmenter(PredictorCache(), output_dir=tmp_path / "out", max_voxels=1000)
+    with pytest.raises(DataError, match=r"\[too-many-voxels\] volume \(32, 32, 8\)"):
+        segmenter.segment(volume_file, str(tmp_path / "no-such-model.pt"))
