@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
+from tests.v2.integration.processes import free_port, stop_group
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -321,12 +322,6 @@ def test_the_images_run_minivess_commands_that_exist(
 # -- the dashboard against a real service ---------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def served_metrics(tmp_path: Path, checkpoint: Path, otlp_receiver) -> Iterator[set[str]]:
     """Metric names on ``/metrics`` of the real service after it has segmented one volume.
@@ -340,7 +335,7 @@ def served_metrics(tmp_path: Path, checkpoint: Path, otlp_receiver) -> Iterator[
     volume = tmp_path / "volume.nii.gz"
     image = np.random.default_rng(0).random((32, 24, 8)).astype(np.float32)
     nib.save(nib.Nifti1Image(image, np.eye(4)), volume)
-    port = _free_port()
+    port = free_port()
     env = dict(
         os.environ,
         MINIVESS_SERVE__MODEL=str(checkpoint),
@@ -374,8 +369,7 @@ def served_metrics(tmp_path: Path, checkpoint: Path, otlp_receiver) -> Iterator[
             text = response.read().decode()
         yield {line.split("{")[0].split()[0] for line in text.splitlines() if line[:1].isalpha()}
     finally:
-        os.killpg(process.pid, 15)
-        process.wait(timeout=60)
+        stop_group(process)
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -391,18 +385,9 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def _post_volume(url: str, path: Path) -> None:
-    boundary = "minivess-test-boundary"
-    head = (
-        f"--{boundary}\r\n"
-        f'Content-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-        "Content-Type: application/gzip\r\n\r\n"
-    )
-    body = head.encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(
-        url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    )
-    with urllib.request.urlopen(request, timeout=300) as response:
-        assert response.status == 200
+    with path.open("rb") as fh:
+        response = requests.post(url, files={"file": (path.name, fh)}, timeout=300)
+    assert response.status_code == 200, response.text
 
 
 def _wait_for_span(receiver, name: str) -> list[Any]:
