@@ -2,8 +2,8 @@
 
 Every traced operation (a training epoch, a prediction, a service request) gives one span for
 the trace and one observation of ``minivess.operation.duration`` (seconds, labelled
-``operation``) for dashboards. With telemetry off both are no-ops that cost a dictionary
-lookup.
+``operation``) for dashboards. With telemetry off, :func:`span` yields the API's invalid
+(non-recording) span and does nothing else.
 
 Example:
     >>> with span("minivess.predict", adapter="segresnet", shape=(64, 64, 16)) as current:
@@ -21,7 +21,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.util.types import AttributeValue
 
-from minivess.telemetry.setup import duration_histogram, get_tracer
+from minivess.telemetry.setup import duration_histogram, get_tracer, telemetry_config
 
 _SCALARS = (str, bool, int, float)
 
@@ -40,6 +40,9 @@ def span(name: str, **attributes: Any) -> Iterator[trace.Span]:
     Yields:
         The span, to add attributes known only at the end (``set_attribute``).
     """
+    if telemetry_config() is None:  # off: no span, no context switch, no timing
+        yield trace.INVALID_SPAN
+        return
     start = time.perf_counter()
     with get_tracer().start_as_current_span(
         name, context=parent_context(), attributes=span_attributes(attributes)
