@@ -39,6 +39,7 @@ INSTRUMENTATION_NAME = "minivess"
 DEFAULT_SERVICE_NAME = "minivess"
 ENDPOINT_VAR = "OTEL_EXPORTER_OTLP_ENDPOINT"
 SERVICE_NAME_VAR = "OTEL_SERVICE_NAME"
+DISABLED_VAR = "OTEL_SDK_DISABLED"
 METRIC_EXPORT_INTERVAL_S = 15.0
 """How often metrics are pushed; matches Prometheus' scrape interval in ``docker/``."""
 DURATION_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -91,7 +92,8 @@ def configure_telemetry(
     Args:
         endpoint: OTLP/HTTP base URL (``/v1/traces`` and ``/v1/metrics`` are appended);
             ``None`` reads ``telemetry.otlp_endpoint`` from the deployment settings, then
-            ``OTEL_EXPORTER_OTLP_ENDPOINT``.
+            ``OTEL_EXPORTER_OTLP_ENDPOINT``. ``OTEL_SDK_DISABLED=true`` turns telemetry off
+            whatever the endpoint.
         service_name: ``service.name`` of the telemetry; ``OTEL_SERVICE_NAME`` or
             ``"minivess"`` if ``None``.
         export_timeout_s: Bound on each export; ``telemetry.export_timeout_s`` if ``None``.
@@ -115,7 +117,8 @@ def configure_telemetry(
     name = service_name or os.environ.get(SERVICE_NAME_VAR) or DEFAULT_SERVICE_NAME
     with _lock:
         _shutdown(_state)
-        if endpoint is None and not custom:
+        disabled = os.environ.get(DISABLED_VAR, "").strip().lower() == "true"
+        if disabled or (endpoint is None and not custom):
             _state = _Telemetry()
             return False
         config = TelemetryConfig(endpoint, name, float(export_timeout_s))

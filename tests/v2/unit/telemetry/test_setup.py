@@ -89,6 +89,12 @@ def test_dead_collector_does_not_hold_the_process(tmp_path: Path) -> None:
     assert probe["sdk_loaded"] is True
 
 
+def test_otel_sdk_disabled_wins_over_an_endpoint() -> None:
+    probe = _probe(MINIVESS_TELEMETRY__OTLP_ENDPOINT=_dead_endpoint(), OTEL_SDK_DISABLED="true")
+    assert probe["config"] is None
+    assert probe["sdk_loaded"] is False
+
+
 def test_standard_otel_variable_turns_it_on(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("MINIVESS_TELEMETRY__"):
