@@ -23,13 +23,7 @@ import gradio as gr
 import numpy as np
 
 from minivess.demo.session import Segmentation, Segmenter, choose_input
-from minivess.demo.views import (
-    MASK_OVERLAY,
-    VALUE_MAPS,
-    DisplayRange,
-    projection_view,
-    slice_view,
-)
+from minivess.demo.views import MASK_OVERLAY, VALUE_MAPS, projection_view, slice_view
 from minivess.errors import DataError, MinivessError
 from minivess.inference.runners import BACKENDS
 
@@ -77,24 +71,19 @@ def _message(exc: MinivessError) -> str:
     return str(exc)
 
 
-def _views(result: Segmentation, depth: int, overlay: str) -> Views:
-    """The slice and projection images of ``result`` with the chosen overlay."""
+def _slice(result: Segmentation, depth: float, overlay: str) -> np.ndarray:
+    """Slice ``depth`` of ``result`` (clamped to the volume) with the chosen overlay."""
     image = np.asarray(result.image.array)
-    is_mask = overlay == MASK_OVERLAY
-    if is_mask:
-        values = result.prediction.mask.array
-    elif overlay in VALUE_MAPS:
-        values = VALUE_MAPS[overlay](result.prediction)
-    else:
-        raise DataError(
-            None, "unknown-overlay", f"choose one of {MASK_OVERLAY}, {list(VALUE_MAPS)}"
-        )
-    display = DisplayRange.of(image)
-    depth = min(max(int(depth), 0), image.shape[2] - 1)
-    return (
-        slice_view(image, values, depth, display, mask=is_mask),
-        projection_view(image, values, display, mask=is_mask),
-    )
+    index = min(max(int(depth), 0), image.shape[2] - 1)
+    values = result.overlay(overlay)
+    return slice_view(image, values, index, result.display, mask=overlay == MASK_OVERLAY)
+
+
+def _projection(result: Segmentation, overlay: str) -> np.ndarray:
+    """Maximum projection of ``result`` with the chosen overlay's projection."""
+    values = result.overlay(overlay)
+    image = np.asarray(result.image.array)
+    return projection_view(image, values, result.display, mask=overlay == MASK_OVERLAY)
 
 
 class DemoHandlers:
@@ -117,11 +106,10 @@ class DemoHandlers:
         result = self.segmenter.segment(path, model, backend)
         depth = result.image.shape[2]
         middle = depth // 2
-        slice_image, projection = _views(result, middle, overlay)
         return (
             result,
-            slice_image,
-            projection,
+            _slice(result, middle, overlay),
+            _projection(result, overlay),
             gr.update(minimum=0, maximum=depth - 1, value=middle, interactive=depth > 1),
             gr.update(interactive=True),
             result.summary(),
@@ -130,13 +118,18 @@ class DemoHandlers:
 
     def show_slice(self, result: Segmentation | None, depth: float, overlay: str) -> np.ndarray:
         """The slice image at ``depth`` (the projection does not change)."""
-        return self.show_views(result, depth, overlay)[0]
+        return _slice(_segmented(result), depth, overlay)
 
     def show_views(self, result: Segmentation | None, depth: float, overlay: str) -> Views:
         """Slice and projection images with another overlay."""
-        if result is None:
-            raise DataError(None, "no-prediction", "segment a volume first")
-        return _views(result, int(depth), overlay)
+        segmented = _segmented(result)
+        return _slice(segmented, depth, overlay), _projection(segmented, overlay)
+
+
+def _segmented(result: Segmentation | None) -> Segmentation:
+    if result is None:
+        raise DataError(None, "no-prediction", "segment a volume first")
+    return result
 
 
 def build_demo(

@@ -11,7 +11,8 @@ import tempfile
 import threading
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from minivess.data.io import NIFTI_SUFFIXES, TIFF_SUFFIXES, read_volume, write_nifti
 from minivess.data.volume import Volume
+from minivess.demo.views import MASK_OVERLAY, VALUE_MAPS, DisplayRange
 from minivess.errors import ConfigError, DataError
 from minivess.inference import Prediction, Predictor, check_volume
 from minivess.inference.predictor import MASK_SUFFIX, output_stem
@@ -123,6 +125,27 @@ class Segmentation:
     image: Volume
     prediction: Prediction
     mask_file: Path
+    _maps: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+
+    @cached_property
+    def display(self) -> DisplayRange:
+        """Grey levels of the whole volume, so every slice is shown on the same scale."""
+        return DisplayRange.of(self.image.array)
+
+    def overlay(self, name: str) -> np.ndarray:
+        """The mask (:data:`MASK_OVERLAY`) or a value map of :data:`VALUE_MAPS`, computed once.
+
+        Raises:
+            DataError: ``name`` is neither.
+        """
+        if name == MASK_OVERLAY:
+            return self.prediction.mask.array
+        if name not in VALUE_MAPS:
+            known = ", ".join([MASK_OVERLAY, *VALUE_MAPS])
+            raise DataError(None, "unknown-overlay", f"{name!r}; choose one of {known}")
+        if name not in self._maps:
+            self._maps[name] = VALUE_MAPS[name](self.prediction)
+        return self._maps[name]
 
     def summary(self) -> dict[str, Any]:
         """The numbers shown next to the views (JSON-ready)."""

@@ -92,3 +92,19 @@ def test_a_volume_above_the_voxel_limit_is_refused_from_its_header(
     segmenter = Segmenter(PredictorCache(), output_dir=tmp_path / "out", max_voxels=1000)
     with pytest.raises(DataError, match=r"\[too-many-voxels\] volume \(32, 32, 8\)"):
         segmenter.segment(volume_file, str(tmp_path / "no-such-model.pt"))
+
+
+def test_overlays_are_the_mask_or_maps_of_the_probability(
+    checkpoint: Path, volume_file: Path, tmp_path: Path
+) -> None:
+    result = Segmenter(PredictorCache(), output_dir=tmp_path).segment(volume_file, str(checkpoint))
+    np.testing.assert_array_equal(result.overlay("mask"), result.prediction.mask.array)
+    probability = result.overlay("P(vessel)")
+    np.testing.assert_array_equal(probability, result.prediction.probability.array)
+    entropy = result.overlay("entropy")
+    assert result.overlay("entropy") is entropy  # computed once per prediction
+    assert entropy.shape == probability.shape
+    assert float(entropy.min()) >= 0.0
+    assert float(entropy.max()) <= 1.0
+    with pytest.raises(DataError, match="unknown-overlay"):
+        result.overlay("variance")
