@@ -20,20 +20,20 @@ def demo(
     backend: str = typer.Option(
         None,
         "--backend",
-        help="Runtime selected at start: torch or onnx [default: onnx for a .onnx model, "
-        "else torch].",
+        help="Runtime selected at start: torch or onnx (default: onnx for a .onnx model, "
+        "else torch).",
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     host: str = typer.Option(
-        None, "--host", help="Interface to bind [default: demo.host, 127.0.0.1]."
+        None, "--host", help="Interface to bind (default: demo.host, 127.0.0.1)."
     ),
     port: int = typer.Option(
-        None, "--port", "-p", min=1, max=65535, help="TCP port [default: demo.port, 7860]."
+        None, "--port", "-p", min=1, max=65535, help="TCP port (default: demo.port, 7860)."
     ),
     examples: Path = typer.Option(
         None,
         "--examples",
-        help="Folder of example volumes [default: <data.vesselnn_dir>/denoised when present].",
+        help="Folder of example volumes (default: <data.vesselnn_dir>/denoised if present).",
     ),
 ) -> None:
     """Serve the segmentation demo in the browser (analytics off, no public link)."""
