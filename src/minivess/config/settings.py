@@ -135,8 +135,9 @@ class ServeSettings(_Section):
     """Model loaded at start-up: an MLflow URI (``models:/<name>@<alias>``,
     ``models:/<name>/<version>``, ``runs:/...``), a checkpoint, a model folder or an export;
     a relative path is taken from the project root."""
-    backend: Literal["torch", "onnx"] = "torch"
-    """Runtime of the network: ``torch``, or ``onnx`` for an exported ``.onnx`` model."""
+    backend: Literal["torch", "onnx"] | None = None
+    """Runtime of the network: ``torch`` or ``onnx`` (ONNX Runtime); unset: ``onnx`` for an
+    exported ``.onnx`` model, else ``torch``."""
     device: str = Field(default="cpu", min_length=1)
     """Where the network runs (``cpu``, ``cuda``, ``cuda:N``)."""
     max_upload_mb: float = Field(default=256.0, gt=0)

@@ -28,14 +28,12 @@ class ServedModel:
         source: The configured source (``serve.model``), as given.
         name: Registered model name, for a ``models:/`` source.
         version: Registered version actually loaded, for a ``models:/`` source.
-        backend: Runtime of the network (``torch`` or ``onnx``).
     """
 
     predictor: Predictor
     source: str
     name: str | None
     version: str | None
-    backend: str
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description for responses (source, name, version, adapter, ...)."""
@@ -44,7 +42,7 @@ class ServedModel:
             "source": self.source,
             "name": self.name,
             "version": self.version,
-            "backend": self.backend,
+            "backend": self.predictor.backend,
             "adapter": info.adapter,
             "data_version": info.data_version,
             "created_at": info.created_at,
@@ -52,18 +50,15 @@ class ServedModel:
 
 
 def load_served_model(settings: ServeSettings) -> ServedModel:
-    """Load ``settings.model`` on ``settings.device`` with ``settings.backend``.
+    """Load ``settings.model`` on ``settings.device`` with ``settings.backend`` (or the default).
 
     Raises:
         MinivessError: The registry has no such model, version or alias, or the source is
             not a loadable model (the message names it and how to fix it).
     """
     uri, name, version = resolve_registry_version(settings.model)
-    options: dict[str, Any] = {"device": settings.device}
-    if settings.backend != "torch":  # the default runtime needs no keyword
-        options["backend"] = settings.backend
-    predictor = Predictor.from_source(uri, **options)
-    return ServedModel(predictor, settings.model, name, version, settings.backend)
+    predictor = Predictor.from_source(uri, device=settings.device, backend=settings.backend)
+    return ServedModel(predictor, settings.model, name, version)
 
 
 def resolve_registry_version(source: str) -> tuple[str, str | None, str | None]:

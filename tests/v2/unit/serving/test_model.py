@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,12 @@ def test_checkpoint_source_loads_without_registry(checkpoint: Path) -> None:
     assert described["source"] == str(checkpoint)
     assert (described["name"], described["version"]) == (None, None)
     assert (described["adapter"], described["backend"]) == ("segresnet", "torch")
+
+
+@pytest.mark.slow
+def test_exported_onnx_model_runs_on_onnx_runtime(onnx_model: Any) -> None:
+    served = load_served_model(ServeSettings(model=str(onnx_model.onnx)))
+    assert served.describe()["backend"] == "onnx"
 
 
 def test_alias_resolves_to_the_version_it_names(tracking: str, checkpoint: Path) -> None:
