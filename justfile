@@ -27,6 +27,10 @@ evaluate model="models:/minivess@champion" fold="0":
 predict input out model="models:/minivess@champion":
     uv run minivess predict {{input}} --model {{model}} --out {{out}}
 
+# Export a model to one self-describing ONNX file (logged to its MLflow training run)
+export out="model.onnx" model="models:/minivess@champion":
+    uv run minivess export --model {{model}} --out {{out}}
+
 # Serve serve.model (the champion) or the given model over HTTP (docs/serving.md)
 serve model="":
     uv run minivess serve {{ if model == "" { "" } else { "--model " + model } }}
