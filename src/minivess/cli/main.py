@@ -14,11 +14,14 @@ import typer
 from rich.markup import escape
 
 from minivess import __version__
+from minivess.cli.compare import compare
 from minivess.cli.console import console
 from minivess.cli.data import data_app
 from minivess.cli.demo import demo
 from minivess.cli.evaluate import evaluate
+from minivess.cli.experiment import experiment
 from minivess.cli.export import export
+from minivess.cli.plan import plan
 from minivess.cli.predict import predict
 from minivess.cli.runs import runs_app
 from minivess.cli.serve import serve
@@ -47,7 +50,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(data_app, name="data")
+app.command("plan")(plan)
 app.command("train")(train_command)
+app.command("experiment")(experiment)
+app.command("compare")(compare)
 app.command("evaluate")(evaluate)
 app.command("export")(export)
 app.command("predict")(predict)

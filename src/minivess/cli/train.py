@@ -45,8 +45,14 @@ def run_job(
     resume_from: Path | None = None,
     profile: bool = False,
     tracking: bool = True,
+    tags: dict[str, str] | None = None,
+    artifacts: tuple[Path, ...] = (),
 ) -> dict[str, Any]:
-    """Train one experiment into ``run_dir``, tracked in MLflow unless switched off."""
+    """Train one experiment into ``run_dir``, tracked in MLflow unless switched off.
+
+    ``tags`` (e.g. ``mlflow.parentRunId``) and ``artifacts`` (e.g. the plan file the config
+    started from) go to the tracked run.
+    """
     import os
 
     from minivess.training.engine import Handler
@@ -73,7 +79,10 @@ def run_job(
         config=cfg,
         dataset_dir=cfg.data.dataset_dir,
         resume_run_id=_run_id_of(resume_from),
+        tags=tags,
     ) as run:
+        for artifact in artifacts:
+            run.log_artifact(artifact)
         handlers.append(MLflowHandler(run))
         result = _train(cfg, run_dir, resume_from, handlers, {"run_id": run.run_id})
         summary = {**_summarise(cfg, result), **_evaluate(cfg, result, run.run_id)}
@@ -204,6 +213,15 @@ def _resume_target(resume: Path) -> tuple[Path, Path]:
     return checkpoint.parent.parent, checkpoint
 
 
+def with_plan(plan: Path | None, overrides: list[str]) -> tuple[list[str], tuple[Path, ...]]:
+    """The plan's overrides before the user's (which win), and the plan file to log."""
+    if plan is None:
+        return overrides, ()
+    from minivess.planning import Plan
+
+    return [*Plan.load(plan).overrides(overrides), *overrides], (plan,)
+
+
 def train_command(
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP, show_default=False),
     multirun: bool = typer.Option(
@@ -222,6 +240,9 @@ def train_command(
     no_tracking: bool = typer.Option(
         False, "--no-tracking", help="Do not log to MLflow (same as tracking.enabled=false)."
     ),
+    plan: Path = typer.Option(
+        None, "--plan", help="Start from a plan file (minivess plan); overrides still win."
+    ),
 ) -> None:
     """Train a model: [bold]minivess train[/] runs the quick SegResNet profile on VesselNN."""
     from minivess.config.experiment import (
@@ -237,14 +258,17 @@ def train_command(
         run_job(cfg, run_dir, resume_from=checkpoint, profile=profile, tracking=not no_tracking)
         return
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    overrides, artifacts = with_plan(plan, overrides or [])
     if not multirun:
-        cfg = compose(overrides or [])
+        cfg = compose(overrides)
         target = run_dir or runs_dir / cfg.name / stamp
-        run_job(cfg, target, profile=profile, tracking=not no_tracking)
+        run_job(cfg, target, profile=profile, tracking=not no_tracking, artifacts=artifacts)
         return
     results = launch_experiment(
-        lambda cfg: run_job(cfg, job_output_dir(), profile=profile, tracking=not no_tracking),
-        overrides or [],
+        lambda cfg: run_job(
+            cfg, job_output_dir(), profile=profile, tracking=not no_tracking, artifacts=artifacts
+        ),
+        overrides,
         output_dir=runs_dir / "sweeps" / stamp,
         multirun=True,
     )
