@@ -200,6 +200,7 @@ def build_demo(
             [upload, example, model, backend, overlay],
             [state, slice_image, projection, depth, overlay, summary, mask_file],
             api_name="segment",
+            concurrency_limit=1,  # one prediction at a time: the CPUs are shared
         )
         depth.input(
             user_errors(handlers.show_slice), [state, depth, overlay], slice_image, api_name="slice"
@@ -244,7 +245,7 @@ def launch_demo(
         default_model=default_model,
         default_backend=default_backend,
     )
-    demo.queue(default_concurrency_limit=1)  # one prediction at a time: CPUs are shared
+    demo.queue(default_concurrency_limit=4)  # redrawing a slice must not wait for a prediction
     try:
         demo.launch(
             server_name=host,
