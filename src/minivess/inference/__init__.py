@@ -10,17 +10,23 @@ Example:
 
 from minivess.inference.batch import FolderPredictionError, FolderResult, predict_folder
 from minivess.inference.predictor import ModelInfo, Prediction, Predictor, check_volume
+from minivess.inference.runners import BACKENDS, Backend, OnnxRunner, Runner, TorchRunner
 from minivess.inference.settings import PredictionSettings, Preprocessing
 from minivess.inference.sources import is_mlflow_uri, load_source
 
 __all__ = [
+    "BACKENDS",
+    "Backend",
     "FolderPredictionError",
     "FolderResult",
     "ModelInfo",
+    "OnnxRunner",
     "Prediction",
     "PredictionSettings",
     "Predictor",
     "Preprocessing",
+    "Runner",
+    "TorchRunner",
     "check_volume",
     "is_mlflow_uri",
     "load_source",
