@@ -12,12 +12,15 @@ from minivess.tracking.setup import import_mlflow
 _MODEL_CODE = Path(__file__).with_name("_model_code.py")
 MODEL_NAME = "model"
 """Default name of the logged model within its run."""
+CARD_ARTIFACT = "model_card"
+"""Key of the optional Markdown model card in the model's ``artifacts``."""
 
 
 def log_model(
     checkpoint_path: str | Path,
     name: str = MODEL_NAME,
     registered_model_name: str | None = None,
+    model_card: str | Path | None = None,
 ) -> Any:
     """Log ``checkpoint_path`` into the active run as a ``pyfunc`` model.
 
@@ -32,6 +35,8 @@ def log_model(
         name: Name of the model within the run.
         registered_model_name: Also register it under this name (without touching aliases;
             see :func:`~minivess.tracking.registry.register_and_promote` for promotion).
+        model_card: A Markdown model card (see :mod:`minivess.tracking.model_card`) stored as
+            the model's ``model_card`` artifact.
 
     Returns:
         MLflow's ``ModelInfo`` (``model_uri``, ``model_id``, ``registered_model_version``).
@@ -60,13 +65,16 @@ def log_model(
             "logged model would not know its sliding window; save it with "
             "extra={'inference': {'roi_size': ..., 'overlap': ..., 'sw_batch_size': ...}}"
         )
+    artifacts = {CHECKPOINT_ARTIFACT: str(checkpoint_path)}
+    if model_card is not None:
+        artifacts[CARD_ARTIFACT] = str(model_card)
     with warnings.catch_warnings():
         # The signature is explicit; an input example would only make MLflow run the network.
         warnings.filterwarnings("ignore", message=".*input example was not provided")
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(_MODEL_CODE),
-            artifacts={CHECKPOINT_ARTIFACT: str(checkpoint_path)},
+            artifacts=artifacts,
             signature=_signature(adapter.in_channels, adapter.out_channels),
             pip_requirements=[f"minivess=={minivess.__version__}", "torch", "monai"],
             registered_model_name=registered_model_name,
