@@ -14,10 +14,13 @@ import typer
 from rich.markup import escape
 
 from minivess import __version__
+from minivess.cli.calibrate import calibrate, conformal
 from minivess.cli.compare import compare
 from minivess.cli.console import console
 from minivess.cli.data import data_app
 from minivess.cli.demo import demo
+from minivess.cli.drift import drift
+from minivess.cli.ensemble import ensemble_app
 from minivess.cli.evaluate import evaluate
 from minivess.cli.experiment import experiment
 from minivess.cli.export import export
@@ -59,6 +62,10 @@ app.command("export")(export)
 app.command("predict")(predict)
 app.command("demo")(demo)
 app.add_typer(runs_app, name="runs")
+app.add_typer(ensemble_app, name="ensemble")
+app.command("calibrate")(calibrate)
+app.command("conformal")(conformal)
+app.command("drift")(drift)
 app.command("serve")(serve)
 
 _state = {"debug": False}
