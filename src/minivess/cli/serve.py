@@ -28,11 +28,13 @@ def serve(
 ) -> None:
     """Serve vessel segmentation over HTTP: POST /segment, /probabilities, /summary."""
     from minivess.config.settings import get_settings
+    from minivess.serving.model import check_model_exists
 
     settings = get_settings().serve
     env = dict(os.environ)
     if model is not None:
         env["MINIVESS_SERVE__MODEL"] = model
+    check_model_exists(model or settings.model)  # a worker that cannot load it would hang
     command = [
         str(Path(sys.executable).parent / "bentoml"),
         "serve",
@@ -45,3 +47,4 @@ def serve(
     code = subprocess.call(command, env=env)
     if code:
         raise typer.Exit(code)
+

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from minivess.config.settings import ServeSettings
 from minivess.errors import MinivessError
-from minivess.inference import Predictor
+
+if TYPE_CHECKING:
+    from minivess.inference import Predictor
 
 _ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)$")
 _VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
+_ANY_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ def load_served_model(settings: ServeSettings) -> ServedModel:
         MinivessError: The registry has no such model, version or alias, or the source is
             not a loadable model (the message names it and how to fix it).
     """
+    from minivess.inference import Predictor
+
     uri, name, version = resolve_registry_version(settings.model)
     predictor = Predictor.from_source(uri, device=settings.device, backend=settings.backend)
     return ServedModel(predictor, settings.model, name, version)
@@ -91,3 +97,22 @@ def resolve_registry_version(source: str) -> tuple[str, str | None, str | None]:
             "serve.model (MINIVESS_SERVE__MODEL) to a checkpoint"
         ) from None
     return f"models:/{name}/{version}", name, version
+
+
+def check_model_exists(source: str) -> None:
+    """Check cheaply, without loading anything heavy, that ``source`` names a model.
+
+    ``minivess serve`` calls this before starting BentoML: a worker that cannot load its model
+    leaves ``bentoml serve`` running with no worker instead of failing.
+
+    Raises:
+        MinivessError: A ``models:/<name>@<alias>`` that resolves to nothing, or a path that
+            does not exist. Other URIs are left to the loader.
+    """
+    if _ANY_URI.match(source):
+        resolve_registry_version(source)
+    elif not Path(source).exists():
+        raise MinivessError(
+            f"model {source} does not exist; set serve.model (MINIVESS_SERVE__MODEL) or pass "
+            "--model with a checkpoint, model folder, .onnx export or models:/<name>@<alias>"
+        )
