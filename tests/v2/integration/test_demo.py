@@ -7,8 +7,6 @@ seeded SegResNet checkpoint segments a 128 x 128 x Z crop of a real VesselNN vol
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ import tifffile
 import torch
 from PIL import Image
 from tests.v2.conftest import PREDICTION_EXTRA, TINY_SEGRESNET
+from tests.v2.integration.processes import free_port, stop_group
 
 from minivess.adapters import build_adapter
 from minivess.data.io import read_tiff, read_volume, write_nifti
@@ -51,12 +50,6 @@ class DemoServer:
     example: Path
     log: Path
     cache: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -94,7 +87,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, vesselnn_dir: Path) -> Iter
     """``minivess demo`` on a free port, in its own process group, stopped afterwards."""
     root = tmp_path_factory.mktemp("demo")
     checkpoint, crop, example = _write_inputs(root, vesselnn_dir)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     log = root / "demo.log"
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", GRADIO_TEMP_DIR=str(root / "gr"))
@@ -115,12 +108,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, vesselnn_dir: Path) -> Iter
         _wait_ready(url, process, log)
         yield DemoServer(url, checkpoint, crop, example, log, root / "cache")
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process)
 
 
 @pytest.fixture(scope="module")
