@@ -47,4 +47,3 @@ def serve(
     code = subprocess.call(command, env=env)
     if code:
         raise typer.Exit(code)
-
