@@ -39,6 +39,7 @@ def demo(
     """Serve the segmentation demo in the browser (analytics off, no public link)."""
     from minivess.config.settings import get_settings
     from minivess.demo import PredictorCache, Segmenter, example_volumes, launch_demo
+    from minivess.demo.session import EXAMPLE_SUBFOLDER
     from minivess.errors import DataError
     from minivess.inference.runners import check_backend
     from minivess.inference.sources import is_onnx_source
@@ -47,7 +48,7 @@ def demo(
     if examples is not None and not examples.is_dir():
         raise DataError(examples, "missing-folder", "the examples folder does not exist")
     settings = get_settings()
-    folder = examples if examples is not None else settings.data.vesselnn_dir / "denoised"
+    folder = examples or settings.data.vesselnn_dir / EXAMPLE_SUBFOLDER
     offered = example_volumes(folder)
     host = host or settings.demo.host
     port = port or settings.demo.port
