@@ -31,6 +31,12 @@ class ExportError(MinivessError):
     """The network could not be converted to ONNX."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (exporters and runtimes raise pages), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def export_network(
     network: nn.Module,
     path: Path,
@@ -74,7 +80,7 @@ def export_network(
                 verbose=False,
             )
         except Exception as exc:  # the exporter raises many unrelated types
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             raise ExportError(f"ONNX export of {type(network).__name__} failed: {reason}") from None
     if program is None:  # pragma: no cover - dynamo=True always returns a program
         raise ExportError("the ONNX exporter returned no program")

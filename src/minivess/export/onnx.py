@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from minivess.adapters import CheckpointInfo, ModelAdapter
 from minivess.adapters.checkpoint import code_version
-from minivess.adapters.onnx import INPUT_NAME, OUTPUT_NAME
+from minivess.adapters.onnx import INPUT_NAME, OUTPUT_NAME, first_line
 from minivess.data.io import atomic_path
 from minivess.export.metadata import OnnxExportError, OnnxMetadata, SizeRuleSpec
 from minivess.inference.settings import PredictionSettings
@@ -131,7 +131,7 @@ def load_onnx(path: str | Path) -> tuple[onnx.ModelProto, OnnxMetadata]:
         graph = onnx.load(str(path))
         onnx.checker.check_model(graph)
     except (DecodeError, onnx.checker.ValidationError, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise OnnxExportError(
             path, "unreadable", f"not a readable ONNX model (corrupt or truncated?): {reason}"
         ) from None

@@ -15,7 +15,7 @@ import torch
 
 from minivess.adapters import ModelAdapter
 from minivess.adapters.inference import as_batch, blend_windows, fit_window
-from minivess.adapters.onnx import INPUT_NAME, OUTPUT_NAME
+from minivess.adapters.onnx import INPUT_NAME, OUTPUT_NAME, first_line
 from minivess.config.model import InferenceConfig
 from minivess.errors import ConfigError
 
@@ -132,7 +132,7 @@ class OnnxRunner:
                 graph, sess_options=options, providers=_providers(torch.device(device))
             )
         except Exception as exc:  # onnxruntime raises its own untyped Fail/InvalidGraph
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             raise OnnxExportError(
                 source, "onnx-session", f"ONNX Runtime cannot load this model: {reason}"
             ) from None
