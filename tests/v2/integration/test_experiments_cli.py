@@ -61,35 +61,38 @@ def common(prepared: PreparedDataset) -> list[str]:
     ]
 
 
-def experiment(runs: Path, store: Path, seeds: str, *args: str) -> str:
+def cli(*args: str) -> None:
+    """The CLI in this process (its imports are paid once), tracking to the test's store."""
+    from typer.testing import CliRunner
+
+    from minivess.cli.main import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, f"{result.output[-3000:]}\n{result.exception!r}"
+
+
+def experiment(runs: Path, seeds: str, *args: str) -> str:
     """Run ``minivess experiment`` over ``seeds``; returns the parent run id."""
-    run_cli("experiment", "--seeds", seeds, "--runs-dir", str(runs), *args, store=store)
+    cli("experiment", "--seeds", seeds, "--runs-dir", str(runs), *args)
     (result,) = runs.glob("experiments/*/experiment.json")
     return str(json.loads(result.read_text())["parent_run_id"])
 
 
-def test_plan_experiment_and_compare(prepared_synthetic: PreparedDataset, tmp_path: Path) -> None:
-    store = tmp_path / "mlruns" / "mlflow.db"
+def test_plan_experiment_and_compare(
+    tracking: str, prepared_synthetic: PreparedDataset, tmp_path: Path
+) -> None:
     data = str(prepared_synthetic.out)
     tiny = ["model.params.init_filters=4", "model.params.num_groups=4"]
-    run_cli(
-        "plan", data, *tiny, "--memory-gb", "0.2", "-o", str(tmp_path / "plan.yaml"), store=store
-    )
+    cli("plan", data, *tiny, "--memory-gb", "0.2", "-o", str(tmp_path / "plan.yaml"))
     planned = yaml.safe_load((tmp_path / "plan.yaml").read_text())["settings"]
 
     # configuration A starts from the plan; the user's patch size beats the planned one
     first = experiment(
-        tmp_path / "a",
-        store,
-        "0,1",
-        "--plan",
-        str(tmp_path / "plan.yaml"),
-        *common(prepared_synthetic),
+        tmp_path / "a", "0,1", "--plan", str(tmp_path / "plan.yaml"), *common(prepared_synthetic)
     )
     # configuration B: the same without the plan, and the plain Dice loss (one seed)
     second = experiment(
         tmp_path / "b",
-        store,
         "0",
         *common(prepared_synthetic),
         *tiny,
@@ -98,7 +101,6 @@ def test_plan_experiment_and_compare(prepared_synthetic: PreparedDataset, tmp_pa
         "training.loss.name=dice",
     )
 
-    mlflow.set_tracking_uri(f"sqlite:///{store}")
     client = mlflow.MlflowClient()
     parent = client.get_run(first)
     assert parent.info.status == "FINISHED"
@@ -109,6 +111,7 @@ def test_plan_experiment_and_compare(prepared_synthetic: PreparedDataset, tmp_pa
     )
     assert sorted(c.data.params["training.seed"] for c in children) == ["0", "1"]
     for child in children:
+        assert child.info.run_name == f"quick-seed{child.data.params['training.seed']}-fold0"
         assert child.data.params["data.patch_size"] == "[32, 32, 16]"
         assert child.data.params["data.pos_neg_ratio"] == json.dumps(
             planned["data.pos_neg_ratio"]["value"]
@@ -119,16 +122,7 @@ def test_plan_experiment_and_compare(prepared_synthetic: PreparedDataset, tmp_pa
         assert child.inputs.dataset_inputs[0].dataset.digest == prepared_synthetic.version[:36]
 
     report = tmp_path / "report"
-    run_cli(
-        "compare",
-        f"dice_ce={first}",
-        f"dice={second}",
-        "--out",
-        str(report),
-        "--n-boot",
-        "500",
-        store=store,
-    )
+    cli("compare", f"dice_ce={first}", f"dice={second}", "--out", str(report), "--n-boot", "500")
     table = (report / "comparison.csv").read_text()
     assert "dice_ce" in table
     assert "rank_biserial" in table
