@@ -1,9 +1,12 @@
-"""Full-volume inference: plain MONAI sliding window (eager fp32) vs ``adapter.predict_volume``.
+"""Full-volume inference: plain MONAI sliding window (eager fp32) vs the project's backends.
 
-Each path runs in its own fresh worker process (``--worker``) on the same saved volume and
-checkpoint, so that its peak RSS is its own (``ru_maxrss`` is per process) and neither path
-inherits the other's warmed allocator. The worker times every repeat, counts the windows the
-network saw, and saves its argmax so the parent can compare the two masks voxel by voxel.
+Paths: ``baseline`` (MONAI tutorial style, eager fp32), ``project`` (``adapter.predict_volume``,
+bf16 where the CPU has it) and ``onnx`` (ONNX Runtime on the exported graph, fp32, the same
+sliding window as ``project``). Each path runs in its own fresh worker process (``--worker``)
+on the same saved volume and checkpoint, so that its peak RSS is its own (``ru_maxrss`` is per
+process) and no path inherits another's warmed allocator; the graph is exported by the parent,
+outside the timing. The worker times every repeat, counts the windows the network saw, and
+saves its argmax so the parent can compare the masks voxel by voxel.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from benchmarks.common import (
 )
 
 VOLUME = "poon2015_BBB_Leakage_BM4D_denoised.tif"
-PATHS = ("baseline", "project")
+PATHS = ("baseline", "project", "onnx")
 
 
 def load_volume(source: Path, depth: int | None = None, size: int | None = None) -> np.ndarray:
@@ -86,26 +89,54 @@ def _predict(path: str, adapter: Any, image: torch.Tensor, roi: list[int]) -> to
     return probs.argmax(0)
 
 
+class _CountingSession:
+    """An ONNX Runtime session that counts the windows it is fed (the graph has no hooks)."""
+
+    def __init__(self, session: Any, windows: list[int]) -> None:
+        self._session, self._windows = session, windows
+
+    def run(self, outputs: Any, feed: dict[str, np.ndarray]) -> Any:
+        self._windows[0] += next(iter(feed.values())).shape[0]
+        return self._session.run(outputs, feed)
+
+
+def _onnx_predict(args: argparse.Namespace, image: torch.Tensor, windows: list[int]) -> Any:
+    """The ``predict`` step of the ``onnx`` path: the graph's runner with the project's window."""
+    from minivess.config.model import InferenceConfig
+    from minivess.inference.runners import OnnxRunner
+
+    runner = OnnxRunner.from_file(args.onnx)
+    runner.session = _CountingSession(runner.session, windows)
+    window = InferenceConfig(roi_size=tuple(args.roi), overlap=0.25, precision="fp32")
+    return lambda: runner.probabilities(image, window).argmax(0)
+
+
 def worker(args: argparse.Namespace) -> None:
     """Time ``args.worker`` on the saved volume and write its figures and argmax."""
     from minivess.adapters import load_checkpoint
 
     configure_threads()
-    adapter, _ = load_checkpoint(args.checkpoint)
     image = torch.from_numpy(np.load(args.volume))
     windows = [0]
+    if args.worker == "onnx":
+        run_once = _onnx_predict(args, image, windows)
+    else:
+        adapter, _ = load_checkpoint(args.checkpoint)
 
-    def count(_module: Any, inputs: tuple[torch.Tensor, ...]) -> None:
-        windows[0] += inputs[0].shape[0]
+        def count(_module: Any, inputs: tuple[torch.Tensor, ...]) -> None:
+            windows[0] += inputs[0].shape[0]
 
-    hook = adapter.network.register_forward_pre_hook(count)
+        adapter.network.register_forward_pre_hook(count)
+
+        def run_once() -> Any:
+            return _predict(args.worker, adapter, image, args.roi)
+
     masks: list[torch.Tensor] = []  # only the last repeat's mask is kept
 
     def predict() -> None:
-        masks[:] = [_predict(args.worker, adapter, image, args.roi)]
+        masks[:] = [run_once()]
 
     seconds = time_repeats(predict, args.repeats)
-    hook.remove()
     np.save(args.mask, masks[-1].numpy().astype(np.uint8))
     result = {
         "seconds": seconds,
@@ -116,12 +147,15 @@ def worker(args: argparse.Namespace) -> None:
     Path(args.result).write_text(json.dumps(result))
 
 
-def _run_worker(path: str, volume: Path, checkpoint: Path, roi: list[int], repeats: int) -> dict:
+def _run_worker(
+    path: str, volume: Path, checkpoint: Path, onnx: Path, roi: list[int], repeats: int
+) -> dict:
     scratch = volume.parent
     result, mask = scratch / f"{path}.json", scratch / f"{path}.npy"
     command = [sys.executable, "-m", "benchmarks.inference", "--worker", path]
     command += ["--volume", str(volume), "--checkpoint", str(checkpoint), "--mask", str(mask)]
-    command += ["--result", str(result), "--repeats", str(repeats), "--roi", *map(str, roi)]
+    command += ["--onnx", str(onnx), "--result", str(result), "--repeats", str(repeats)]
+    command += ["--roi", *map(str, roi)]
     subprocess.run(command, cwd=REPO_ROOT, check=True)
     figures = json.loads(result.read_text())
     figures["mask"] = np.load(mask)
@@ -133,7 +167,22 @@ def _precisions(checkpoint: Path) -> dict[str, str]:
 
     adapter, _ = load_checkpoint(checkpoint)
     project = resolve_precision("auto", torch.device("cpu"), bf16_on_cpu=adapter.bf16_on_cpu)
-    return {"baseline": "fp32", "project": project}
+    return {"baseline": "fp32", "project": project, "onnx": "fp32"}
+
+
+def export_graph(checkpoint: Path, roi: Sequence[int], folder: Path) -> Path:
+    """The checkpoint exported to ONNX with window ``roi`` (into ``folder``, an export cache)."""
+    from minivess.adapters import load_checkpoint
+    from minivess.config.model import InferenceConfig
+    from minivess.export import cached_export
+    from minivess.inference import PredictionSettings, Preprocessing
+
+    adapter, info = load_checkpoint(checkpoint)
+    settings = PredictionSettings(
+        Preprocessing(percentile_lower=1.0, percentile_upper=99.8),
+        InferenceConfig(roi_size=tuple(roi), overlap=0.25, precision="fp32"),
+    )
+    return cached_export(adapter, settings, info, cache_dir=folder)
 
 
 def bench_depth(
@@ -142,14 +191,19 @@ def bench_depth(
     roi: list[int],
     repeats: int,
     peaks: dict[str, float],
+    onnx: Path,
 ) -> dict[str, Any]:
-    """Both paths on one volume: time, windows, FLOP/s, peak RSS, speed-up and agreement."""
+    """Every path on one volume: time, windows, FLOP/s, peak RSS, speed-up and agreement.
+
+    ``speedup`` and ``argmax_agreement`` compare ``project`` with ``baseline``; each path's own
+    entry also holds them (``onnx`` included).
+    """
     flops = window_flops(checkpoint, roi)
     precisions = _precisions(checkpoint)
     with tempfile.TemporaryDirectory(prefix="minivess-bench-") as tmp:
         volume = Path(tmp) / "volume.npy"
         np.save(volume, image)
-        runs = {p: _run_worker(p, volume, checkpoint, roi, repeats) for p in PATHS}
+        runs = {p: _run_worker(p, volume, checkpoint, onnx, roi, repeats) for p in PATHS}
     report: dict[str, Any] = {"shape": list(image.shape[1:]), "window_gflop": flops / 1e9}
     for path, run in runs.items():
         seconds = summary(run["seconds"])
@@ -163,11 +217,13 @@ def bench_depth(
             "gflops": gflops,
             "fraction_of_matmul_peak": gflops / peaks[precisions[path]],
         }
-    report["speedup"] = (
-        report["baseline"]["seconds"]["median"] / report["project"]["seconds"]["median"]
-    )
-    agree = runs["baseline"]["mask"] == runs["project"]["mask"]
-    report["argmax_agreement"] = float(agree.mean())
+    for path in PATHS:
+        baseline = report["baseline"]["seconds"]["median"]
+        report[path]["speedup"] = baseline / report[path]["seconds"]["median"]
+        agree = runs["baseline"]["mask"] == runs[path]["mask"]
+        report[path]["argmax_agreement"] = float(agree.mean())
+    report["speedup"] = report["project"]["speedup"]
+    report["argmax_agreement"] = report["project"]["argmax_agreement"]
     return report
 
 
@@ -197,12 +253,14 @@ def run(
     """
     native_depth = load_volume(source, None, size).shape[3]
     results = []
-    for depth, count in zip(depths, repeats, strict=True):
-        image = load_volume(source, depth, size)
-        report = bench_depth(image, checkpoint, list(roi), count, peaks)
-        report["source_depth"] = native_depth
-        report["reflected_along_z"] = image.shape[3] > native_depth
-        results.append(report)
+    with tempfile.TemporaryDirectory(prefix="minivess-onnx-") as cache:
+        onnx = export_graph(checkpoint, roi, Path(cache))
+        for depth, count in zip(depths, repeats, strict=True):
+            image = load_volume(source, depth, size)
+            report = bench_depth(image, checkpoint, list(roi), count, peaks, onnx)
+            report["source_depth"] = native_depth
+            report["reflected_along_z"] = image.shape[3] > native_depth
+            results.append(report)
     return results
 
 
@@ -212,6 +270,7 @@ def main() -> None:
     parser.add_argument("--worker", choices=PATHS, required=True)
     parser.add_argument("--volume", required=True)
     parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--onnx", required=True, help="the checkpoint exported (onnx path)")
     parser.add_argument("--mask", required=True)
     parser.add_argument("--result", required=True)
     parser.add_argument("--repeats", type=int, default=1)

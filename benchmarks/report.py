@@ -26,14 +26,16 @@ figures below are that run's, on the machine described under it. Re-run to refre
   predictor=network, overlap=0.25)` in eager fp32 under `no_grad`. Project:
   `adapter.predict_volume(x, roi_size=(96, 96, 16), overlap=0.25, precision="auto")`, which
   on a CPU with native bf16 means bf16 autocast plus `channels_last_3d`, and Gaussian
-  blending (the baseline uses MONAI's default constant blending). The volume is
+  blending (the baseline uses MONAI's default constant blending). ONNX: the checkpoint
+  exported by `minivess.export` (before timing) and run by ONNX Runtime in fp32 with the
+  project's window and blending (`Predictor(..., backend="onnx")`). The volume is
   `poon2015_BBB_Leakage` (512x512x25), normalised to the (1, 99.8) percentiles; the 110-deep
   volume (the largest MiniVess depth) is that real stack reflected along Z to 110 slices, not a
   real 110-slice acquisition. FLOPs of one window are counted with
   `torch.utils.flop_counter.FlopCounterMode`, multiplied by the windows the network saw, and
   divided by the time; the fraction compares this with the best of 5 dense 2048x2048 matmuls
   in the same precision, measured in the same run. Agreement is the fraction of voxels whose
-  argmax class is the same on both paths.
+  argmax class is the same as on the baseline.
 - **Training.** Both loops draw from the same training loader (quick profile: 96x96x16
   patches, 2 per step, memory cache) on fold 0 of the prepared VesselNN dataset and train a
   fresh SegResNet(init_filters=16) with DiceCE and AdamW. The project path is
@@ -83,10 +85,10 @@ def _inference(report: dict[str, Any]) -> list[str]:
         shape = "x".join(map(str, row["shape"]))
         if row["reflected_along_z"]:
             shape += f" (real Z={row['source_depth']} reflected)"
-        for path in ("baseline", "project"):
+        for path in ("baseline", "project", "onnx"):
             r = row[path]
-            speedup = f"{row['speedup']:.2f}x" if path == "project" else "1.00x"
-            agreement = f"{row['argmax_agreement']:.5f}" if path == "project" else ""
+            speedup = f"{r['speedup']:.2f}x"
+            agreement = f"{r['argmax_agreement']:.5f}" if path != "baseline" else ""
             lines.append(
                 f"| {shape} | {path} | {r['precision']} | {_spread(r['seconds'])} | {speedup} "
                 f"| {r['windows']} | {r['gflops']:.1f} | {r['fraction_of_matmul_peak']:.2f} "
