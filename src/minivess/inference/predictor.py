@@ -25,6 +25,7 @@ from minivess.inference.runners import Backend, OnnxRunner, Runner, TorchRunner,
 from minivess.inference.settings import PredictionSettings
 from minivess.inference.sources import is_onnx_source, load_onnx_source, load_source
 from minivess.telemetry import span
+from minivess.uncertainty.head import UncertaintyHead
 
 if TYPE_CHECKING:
     from minivess.export.metadata import OnnxMetadata
@@ -33,6 +34,8 @@ VESSEL_CLASS = 1
 """Channel of the network output that is P(vessel); class 0 is background."""
 MASK_SUFFIX = "_mask.nii.gz"
 PROBABILITY_SUFFIX = "_prob.nii.gz"
+CONFORMAL_SUFFIX = "_conformal.nii.gz"
+SETS_SUFFIX = "_sets.nii.gz"
 
 
 @dataclass(frozen=True)
@@ -91,12 +94,21 @@ class Prediction:
         probability: ``float32`` P(vessel) per voxel in [0, 1], same geometry.
         seconds: Wall time of normalisation plus sliding-window inference.
         model: The model that predicted.
+        conformal_mask: ``uint8`` risk-controlled vessel mask (expected FNR <= the stored
+            alpha), when the model stores a conformal threshold.
+        prediction_set: ``uint8`` 0 background, 1 vessel, 2 uncertain, when the model stores
+            conformal prediction sets.
+        calibrated: Whether ``probability`` went through the model's stored temperature (it
+            never changes ``mask``: the temperature keeps P = 0.5 where it is).
     """
 
     mask: Volume
     probability: Volume
     seconds: float
     model: ModelInfo
+    conformal_mask: Volume | None = None
+    prediction_set: Volume | None = None
+    calibrated: bool = False
 
 
 class Predictor:
@@ -117,6 +129,8 @@ class Predictor:
         backend: ``"torch"`` or ``"onnx"`` for an adapter (``"onnx"`` exports it once into the
             export cache, see :func:`minivess.export.cached_export`); ``None`` means torch, or
             the runner's own backend.
+        uncertainty: Calibration and conformal results applied to every prediction (read from
+            the checkpoint's ``extra["uncertainty"]`` by :meth:`from_source`).
 
     Raises:
         ConfigError: ``device`` or ``backend`` is unknown or not available here, or
@@ -136,8 +150,12 @@ class Predictor:
         device: str = "cpu",
         model: ModelInfo | None = None,
         backend: str | None = None,
+        uncertainty: UncertaintyHead | None = None,
     ) -> None:
         self.settings = settings
+        self.uncertainty = (
+            uncertainty if uncertainty is not None and not uncertainty.empty else None
+        )
         self.device = _device(device)
         self.runner = _runner(adapter, settings, self.device, backend)
         self.model = replace(
@@ -198,10 +216,11 @@ class Predictor:
         if precision is not None:
             settings = settings.with_precision(precision)
         model = ModelInfo.from_checkpoint(info, str(source))
+        head = UncertaintyHead.from_extra(info.extra)
         if chosen == "onnx":
             runner = _onnx_runner(adapter, settings, device, info)
-            return cls(runner, settings, device=str(device), model=model)
-        return cls(adapter, settings, device=str(device), model=model)
+            return cls(runner, settings, device=str(device), model=model, uncertainty=head)
+        return cls(adapter, settings, device=str(device), model=model, uncertainty=head)
 
     @property
     def backend(self) -> Backend:
@@ -255,12 +274,20 @@ class Predictor:
             probs = self.probabilities(volume)
             mask = probs.argmax(0).to(torch.uint8).numpy()
             vessel = probs[VESSEL_CLASS].numpy().astype(np.float32, copy=False)
+            maps = self.uncertainty.apply(vessel) if self.uncertainty is not None else None
         seconds = time.perf_counter() - start
+        if maps is None:
+            return Prediction(
+                volume.with_array(mask), volume.with_array(vessel), seconds, self.model
+            )
         return Prediction(
             mask=volume.with_array(mask),
-            probability=volume.with_array(vessel),
+            probability=volume.with_array(maps.probability),
             seconds=seconds,
             model=self.model,
+            conformal_mask=_on_grid(volume, maps.conformal_mask),
+            prediction_set=_on_grid(volume, maps.prediction_set),
+            calibrated=self.uncertainty is not None and self.uncertainty.calibration is not None,
         )
 
     def predict_file(
@@ -278,7 +305,9 @@ class Predictor:
             probabilities: Also write ``<stem>_prob.nii.gz`` (float32 P(vessel)).
 
         Returns:
-            The files written: the mask, then the probabilities if asked for.
+            The files written: the mask, then the probabilities if asked for, then
+            ``<stem>_conformal.nii.gz`` and ``<stem>_sets.nii.gz`` when the model stores
+            conformal results.
 
         Raises:
             DataError: The file is missing, unreadable, not 3D, or holds NaN/inf.
@@ -296,6 +325,12 @@ class Predictor:
             written.append(
                 write_nifti(target, prediction.probability.array, like=prediction.probability)
             )
+        for suffix, extra in (
+            (CONFORMAL_SUFFIX, prediction.conformal_mask),
+            (SETS_SUFFIX, prediction.prediction_set),
+        ):
+            if extra is not None:
+                written.append(write_nifti(out_dir / f"{stem}{suffix}", extra.array, like=extra))
         return written
 
 
@@ -325,6 +360,11 @@ def check_volume(volume: Volume) -> None:
                 "non-finite",
                 f"{bad} voxel(s) are NaN or infinite; fix or mask them before predicting",
             )
+
+
+def _on_grid(volume: Volume, array: np.ndarray | None) -> Volume | None:
+    """``array`` with ``volume``'s geometry, or ``None``."""
+    return None if array is None else volume.with_array(array)
 
 
 def output_stem(path: Path) -> str:
