@@ -21,25 +21,32 @@ def features_of(source: Path, predictor: Predictor | None, tile: int) -> pd.Data
     Raises:
         DataError: Missing path, an unreadable volume, or no volume found.
     """
-    from minivess.data.io import read_volume
+    from minivess.data.io import NIFTI_SUFFIXES, TIFF_SUFFIXES, read_volume
     from minivess.drift import feature_table, read_feature_table, volume_features
     from minivess.errors import DataError
-    from minivess.inference.batch import volume_files
-    from minivess.inference.predictor import VESSEL_CLASS, output_stem
 
     if not source.exists():
         raise DataError(source, "missing-file", "does not exist")
     if source.is_file() and source.suffix == ".csv":
         return read_feature_table(source)
     folder = source / "images" if (source / "manifest.csv").is_file() else source
-    paths = volume_files(folder) if folder.is_dir() else [folder]
+    suffixes = sorted((*NIFTI_SUFFIXES, *TIFF_SUFFIXES), key=len, reverse=True)
+
+    def stem(path: Path) -> str:
+        name = path.name
+        return next((name[: -len(s)] for s in suffixes if name.lower().endswith(s)), "")
+
+    visible = [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.is_dir() else []
+    paths = sorted(p for p in visible if stem(p)) if folder.is_dir() else [folder]
+    if not paths:
+        raise DataError(folder, "no-volumes", "no NIfTI or TIFF volume in this folder")
 
     def frame(path: Path) -> pd.DataFrame:
         volume = read_volume(path)
         prob = None
-        if predictor is not None:
-            prob = predictor.probabilities(volume)[VESSEL_CLASS].numpy()
-        return volume_features(volume, volume_id=output_stem(path), prob=prob, tile=tile)
+        if predictor is not None:  # torch is imported only when a model is asked for
+            prob = predictor.probabilities(volume)[1].numpy()
+        return volume_features(volume, volume_id=stem(path), prob=prob, tile=tile)
 
     return feature_table(frame(path) for path in paths)
 
