@@ -6,6 +6,7 @@ default ``weights_only=True`` reads it and loading never runs arbitrary pickled 
 
 from __future__ import annotations
 
+import io
 import subprocess
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -107,8 +108,12 @@ def save_checkpoint(
         "extra": extra,
     }
     path = Path(path)
+    # Serialised in memory first: torch.save reports a full disk as a bare RuntimeError, a
+    # plain write reports it as the OSError (ENOSPC, EFBIG, ...) that callers can act on.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getbuffer())
     return path
 
 

@@ -32,6 +32,7 @@ from minivess.training.handlers.profiling import MemoryMonitor
 from minivess.training.handlers.telemetry import TelemetryHandler
 from minivess.training.losses import LOSS_BUILDERS
 from minivess.training.optim import build_optimizer, build_scheduler
+from minivess.training.preflight import check_free_space, check_writable, checkpoint_budget
 from minivess.training.validation import WholeVolumeValidator, validation_volumes
 
 CHECKPOINT_DIR = "checkpoints"
@@ -203,10 +204,11 @@ def train(
         The run's result; ``best_checkpoint`` is ready for ``minivess evaluate``.
     """
     run_dir = Path(run_dir)
+    check_writable(run_dir)
     data_version = read_dataset_version(Path(cfg.data.dataset_dir))
     trainer, ctx = build_trainer(cfg)
     if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        check_free_space(run_dir, checkpoint_budget(trainer.adapter.network))
         (run_dir / CONFIG_FILE).write_text(cfg.model_dump_json(indent=2), encoding="utf-8")
     extras = {**checkpoint_extras(cfg), "world_size": ctx.world_size}
 

@@ -11,6 +11,7 @@ from minivess.adapters.checkpoint import CheckpointInfo, load_checkpoint
 from minivess.data.io import atomic_path
 from minivess.training.engine import Trainer
 from minivess.training.events import Event
+from minivess.training.preflight import DISK_ERRNOS, disk_write_error
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -50,8 +51,22 @@ class Checkpointer:
         return self.directory / BEST
 
     def attach(self, trainer: Trainer) -> None:
-        """Save at the end of every epoch."""
+        """Save at the end of every epoch, after removing what a killed write left behind."""
+        trainer.on(Event.STARTED, self.remove_partial_writes)
         trainer.on(Event.CHECKPOINT_DUE, self.save)
+
+    def remove_partial_writes(self, trainer: Trainer | None = None) -> list[Path]:
+        """Delete temporary files of writes a killed process never finished.
+
+        Checkpoints are written to a hidden ``.<name>.*.part`` file and renamed into place, so a
+        kill mid-write leaves ``last.pt`` and ``best.pt`` intact and only such a file behind.
+        """
+        if not self.directory.is_dir():
+            return []
+        partial = sorted(self.directory.glob(".*.part"))
+        for path in partial:
+            path.unlink(missing_ok=True)
+        return partial
 
     def save(self, trainer: Trainer) -> Path:
         """Write ``last.pt`` and, if this epoch set a new best, ``best.pt`` (a copy of it)."""
@@ -59,10 +74,15 @@ class Checkpointer:
         extra: dict[str, Any] = {"trainer": trainer.state_dict(include_model=False)}
         if self.extra is not None:
             extra.update(self.extra())
-        trainer.adapter.save_checkpoint(self.last, data_version=self.data_version, extra=extra)
-        if trainer.state.best_epoch == trainer.state.epoch:
-            with atomic_path(self.best) as tmp:
-                shutil.copyfile(self.last, tmp)
+        try:
+            trainer.adapter.save_checkpoint(self.last, data_version=self.data_version, extra=extra)
+            if trainer.state.best_epoch == trainer.state.epoch:
+                with atomic_path(self.best) as tmp:
+                    shutil.copyfile(self.last, tmp)
+        except OSError as exc:
+            if exc.errno not in DISK_ERRNOS:
+                raise
+            raise disk_write_error(self.last, exc, self.last) from None
         return self.last
 
 
