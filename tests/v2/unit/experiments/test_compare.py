@@ -9,15 +9,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from minivess.errors import ConfigError
+from minivess.errors import ConfigError, MinivessError
 from minivess.evaluation.bootstrap import bootstrap_mean_ci
 from minivess.experiments.compare import (
     Configuration,
     compare_configurations,
+    configurations_from_sql,
+    expand_runs,
     hierarchical_mean_ci,
+    load_configuration,
     paired_test,
 )
+from minivess.experiments.multirun import PARENT_TAG
 from minivess.experiments.report import write_report
+from minivess.tracking import TrackedRun
 
 VOLUMES = ["v1", "v2", "v3", "v4", "v5", "v6"]
 
@@ -159,3 +164,44 @@ def test_report_files(tmp_path: Path) -> None:
     per_volume = pd.read_csv(tmp_path / "report/per_volume.csv")
     assert set(per_volume["configuration"]) == {"base", "new"}
     assert len(per_volume) == 12
+
+
+def logged_run(tmp_path: Path, name: str, seed: int, dice: list[float], **tags: str) -> str:
+    """A real tracked run holding a per-volume evaluation, as ``minivess train`` logs it."""
+    table = tmp_path / name / "per_volume.csv"
+    table.parent.mkdir(parents=True)
+    pd.DataFrame({"id": VOLUMES[: len(dice)], "dice": dice}).to_csv(table, index=False)
+    config = {"training": {"seed": seed}, "data": {"fold": 0}, "loss": name.split("-")[0]}
+    with TrackedRun(
+        "compare", run_name=name, config=config, tags=tags, log_system_metrics=False
+    ) as run:
+        run.log_artifact(table, "evaluation")
+    return run.run_id
+
+
+def test_configurations_from_tracked_runs(tracking: str, tmp_path: Path) -> None:
+    with TrackedRun("compare", run_name="parent", log_system_metrics=False) as parent:
+        pass
+    children = [
+        logged_run(tmp_path, f"dice-{s}", s, BASE[:3], **{PARENT_TAG: parent.run_id})
+        for s in (0, 1)
+    ]
+    other = logged_run(tmp_path, "focal-0", 0, [v + 0.1 for v in BASE[:3]])
+
+    assert sorted(expand_runs([parent.run_id, other])) == sorted([*children, other])
+    config = load_configuration("dice", [parent.run_id])
+    assert sorted(config.run_ids) == sorted(children)
+    assert config.matrix("dice").shape == (3, 2)  # volumes x seeds
+
+    groups = configurations_from_sql(
+        "select run_id, param_loss as config from runs where param_loss is not null"
+    )
+    assert sorted((label, len(ids)) for label, ids in groups) == [("dice", 2), ("focal", 1)]
+    with pytest.raises(MinivessError, match="run_id and config"):
+        configurations_from_sql("select run_id from runs")
+    with TrackedRun("compare", run_name="bare", log_system_metrics=False) as bare:
+        pass
+    with pytest.raises(MinivessError, match=r"has no evaluation/per_volume\.csv"):
+        load_configuration("bare", [bare.run_id])
+    with pytest.raises(MinivessError, match="no MLflow run"):
+        expand_runs(["0" * 32])
