@@ -24,18 +24,18 @@ def plan(
         "[bold]model.params.init_filters=8[/].",
         show_default=False,
     ),
-    out: Path = typer.Option(None, "--out", "-o", help="Plan file [default: <data>/plan.yaml]."),
+    out: Path = typer.Option(None, "--out", "-o", help="Plan file \\[default: <data>/plan.yaml]."),
     device: str = typer.Option(
-        None, "--device", help="cpu or cuda [default: cuda when visible, else cpu]."
+        None, "--device", help="cpu or cuda \\[default: cuda when visible, else cpu]."
     ),
     memory_gb: float = typer.Option(
         None,
         "--memory-gb",
         min=0.01,
-        help="Step-memory budget in GB [default: 1 on a CPU, 80% of the GPU's memory].",
+        help="Step-memory budget in GB \\[default: 1 on a CPU, 80% of the GPU's memory].",
     ),
     splits: Path = typer.Option(
-        None, "--splits", help="Splits file [default: <data>/splits.json]."
+        None, "--splits", help="Splits file \\[default: <data>/splits.json]."
     ),
 ) -> None:
     """Plan patch size, batch, window, sampling and resampling for a dataset and a model.
