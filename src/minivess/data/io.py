@@ -26,6 +26,10 @@ from minivess.errors import DataError
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 TIFF_SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff")
 
+MAX_VOXELS = 2**30
+"""Largest volume any reader decodes (about 10^9 voxels, 4 GiB as float32); a header declaring
+more is refused before a byte of voxels is read, so a tiny file cannot claim terabytes."""
+
 #: Spatial units NIfTI can declare, as micrometres per unit. NIfTI files written without a unit
 #: ("unknown") are taken to be in micrometres, the convention of microscopy tools and MiniVess.
 _NIFTI_UNIT_TO_UM = {"micron": 1.0, "mm": 1000.0, "meter": 1e6, "unknown": 1.0}
@@ -77,6 +81,18 @@ def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
+def _check_declared_size(shape: tuple[int, ...], path: Path) -> None:
+    """Refuse a header that declares more than :data:`MAX_VOXELS` voxels, before decoding."""
+    voxels = int(np.prod([max(int(s), 0) for s in shape], dtype=np.float64))
+    if voxels > MAX_VOXELS:
+        raise DataError(
+            path,
+            "too-many-voxels",
+            f"the header declares shape {shape} ({voxels:,} voxels), above the {MAX_VOXELS:,} "
+            "a volume may have; crop or downsample it",
+        )
+
+
 def _check_spacing(spacing: tuple[float, ...], path: Path) -> None:
     if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
         raise DataError(
@@ -89,7 +105,10 @@ def read_nifti(path: str | Path) -> Volume:
     path = Path(path)
     try:
         img = cast(Any, nib.load(str(path)))
+        _check_declared_size(tuple(img.shape), path)
         array = np.asanyarray(img.dataobj)
+    except DataError:
+        raise
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
         raise DataError(path, "corrupt-file", f"cannot read NIfTI ({exc})") from exc
     except Exception as exc:  # nibabel raises a zoo of types for broken headers
@@ -187,8 +206,11 @@ def read_tiff(path: str | Path, spacing: tuple[float, float, float] | None = Non
     path = Path(path)
     try:
         with tifffile.TiffFile(path) as tif:
+            _check_declared_size(tuple(tif.series[0].shape), path)
             array = tif.series[0].asarray()
             found = _ome_spacing(tif)
+    except DataError:
+        raise
     except Exception as exc:  # tifffile raises many types for broken files
         raise DataError(
             path, "corrupt-file", f"cannot read TIFF ({type(exc).__name__}: {exc})"
