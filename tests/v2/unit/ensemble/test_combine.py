@@ -100,3 +100,36 @@ def test_members_must_share_preprocessing(member_checkpoints: list[Path], tmp_pa
     other = adapter.save_checkpoint(tmp_path / "other.pt", extra=extra)
     with pytest.raises(ConfigError, match="normalise intensities differently"):
         build_ensemble([member_checkpoints[0], other])
+
+
+def test_a_fresh_process_predicts_with_an_ensemble_through_the_cli(
+    ensemble_file: Path, synthetic_pair: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """The ``ensemble`` adapter is found through its entry point, with nothing imported first."""
+    import subprocess
+    import sys
+
+    from minivess.data.io import read_volume, write_nifti
+
+    _, (image, _) = synthetic_pair
+    source = write_nifti(tmp_path / "vol.nii.gz", np.asarray(image.array, np.float32), like=image)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "minivess.cli.main",
+            "predict",
+            str(source),
+            "--model",
+            str(ensemble_file),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    mask = read_volume(tmp_path / "out" / "vol_mask.nii.gz")
+    expected = Predictor.from_source(ensemble_file).predict(read_volume(source)).mask
+    assert np.array_equal(mask.array, expected.array)
