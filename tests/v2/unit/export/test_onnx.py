@@ -18,7 +18,7 @@ from minivess.adapters.segresnet import SegResNetAdapter
 from minivess.errors import ConfigError
 from minivess.export import OnnxExportError, cached_export, export_onnx, load_onnx
 from minivess.export.onnx import export_key
-from minivess.inference import PredictionSettings, Predictor
+from minivess.inference import OnnxRunner, PredictionSettings, Predictor
 
 if TYPE_CHECKING:
     from tests.v2.conftest import OnnxModel
@@ -192,3 +192,8 @@ def test_swinunetr_exports_at_its_window_only(tmp_path: Path, extra: dict[str, A
     with torch.no_grad():
         expected = adapter.network.eval()(x).numpy()
     np.testing.assert_allclose(logits, expected, atol=1e-3)
+    runner = OnnxRunner.from_file(tmp_path / "swin.onnx")
+    probs = runner.probabilities(torch.rand(1, 40, 72, 20), settings.inference)
+    assert probs.shape == (2, 40, 72, 20)  # padded up to the fixed window, cropped back
+    with pytest.raises(ConfigError, match=r"only takes windows of \(64, 64, 32\)"):
+        runner.probabilities(torch.rand(1, 64, 64, 32), with_roi(extra, [96, 96, 32]).inference)
