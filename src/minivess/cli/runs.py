@@ -79,6 +79,22 @@ def sql(
     emit(query_runs(query, experiment=experiment), fmt, out)
 
 
+@runs_app.command("sync")
+def sync(
+    run_dir: Path = typer.Argument(
+        ..., help="A run folder (or its tracking-spool) whose tracking calls were kept locally."
+    ),
+    uri: str = typer.Option(
+        None, "--uri", help="Tracking URI to deliver to [default: the one the run logged to]."
+    ),
+) -> None:
+    """Deliver metrics, tags and artifacts kept while the tracking server was unreachable."""
+    from minivess.tracking.buffer import sync_spool
+
+    sent = sync_spool(run_dir, uri)
+    console.print(f"[green]delivered[/] {sent} tracking records from {run_dir}", highlight=False)
+
+
 def emit(frame: pd.DataFrame, fmt: OutputFormat, out: Path | None, title: str = "") -> None:
     """Print ``frame`` to stdout or write it to ``out`` (atomically) in format ``fmt``.
 

@@ -72,6 +72,7 @@ def run_job(
         _write_summary(run_dir, summary)
         return summary
     from minivess.tracking import MLflowHandler, TrackedRun
+    from minivess.tracking.buffer import SPOOL_DIR
 
     with TrackedRun(
         cfg.tracking.experiment,
@@ -79,16 +80,25 @@ def run_job(
         config=cfg,
         dataset_dir=cfg.data.dataset_dir,
         resume_run_id=_run_id_of(resume_from),
+        spool_dir=run_dir / SPOOL_DIR,
         tags=tags,
     ) as run:
         for artifact in artifacts:
             run.log_artifact(artifact)
         handlers.append(MLflowHandler(run))
         result = _train(cfg, run_dir, resume_from, handlers, {"run_id": run.run_id})
-        summary = {**_summarise(cfg, result), **_evaluate(cfg, result, run.run_id)}
+        summary = {**_summarise(cfg, result), **_evaluate(cfg, result, run)}
         summary["run_id"] = run.run_id
         if cfg.tracking.register_model and result.state.best_metric is not None:
-            summary.update(_register(cfg, result, run.run_id))
+            if run.buffering:
+                console.print(
+                    "[yellow]not registered[/]: the tracking store is unreachable; once it "
+                    f"is back, sync the run (minivess runs sync {run_dir}) and log "
+                    f"{result.best_checkpoint} as a model",
+                    highlight=False,
+                )
+            else:
+                summary.update(_register(cfg, result, run.run_id))
     _write_summary(run_dir, summary)
     return summary
 
@@ -119,9 +129,14 @@ def _train(
     )
 
 
-def _evaluate(cfg: ExperimentConfig, result: Any, run_id: str | None = None) -> dict[str, Any]:
-    """All metrics of the best checkpoint on the fold's held-out volumes, saved and logged."""
+def _evaluate(cfg: ExperimentConfig, result: Any, run: Any = None) -> dict[str, Any]:
+    """All metrics of the best checkpoint on the fold's held-out volumes, saved and logged.
+
+    Files and metrics go through the tracked ``run`` (if any), so a tracking server that is
+    down keeps them in the run's spool instead of failing the command.
+    """
     from minivess.evaluation import evaluate_prepared
+    from minivess.evaluation.mlflow_log import artifact_dir, summary_metrics
 
     if not result.best_checkpoint.is_file():
         return {}
@@ -132,7 +147,12 @@ def _evaluate(cfg: ExperimentConfig, result: Any, run_id: str | None = None) -> 
         fold=cfg.data.fold,
         subset="val",
     )
-    evaluation.save(result.run_dir / "evaluation", run_id=run_id)
+    out = result.run_dir / "evaluation"
+    written = evaluation.save(out, log=False)
+    if run is not None:
+        for path in written:
+            run.log_artifact(path, artifact_dir(out, path))
+        run.log_metrics(summary_metrics(evaluation), step=0)
     means = {f"heldout_{name}": s.mean for name, s in evaluation.summary.items()}
     table = evaluation.per_volume.set_index("id")
     lines = [

@@ -93,7 +93,9 @@ class EvaluationResult:
             "data": self.data,
         }
 
-    def save(self, out_dir: str | Path, *, run_id: str | None = None) -> list[Path]:
+    def save(
+        self, out_dir: str | Path, *, run_id: str | None = None, log: bool = True
+    ) -> list[Path]:
         """Write the table, summary and figures; log them to MLflow when a run is in play.
 
         Files: ``per_volume.csv``, ``summary.json``, ``figures/metrics.png`` and
@@ -105,6 +107,8 @@ class EvaluationResult:
         Args:
             out_dir: Output folder (created if missing).
             run_id: MLflow run to log into.
+            log: ``False`` only writes the files (a caller logging them its own way, e.g.
+                through a run that spools while the tracking server is down).
 
         Returns:
             The files written.
@@ -115,7 +119,7 @@ class EvaluationResult:
         """
         from minivess.evaluation.mlflow_log import check_run, log_evaluation
 
-        if run_id is not None:
+        if log and run_id is not None:
             check_run(run_id)  # before writing: a wrong id leaves nothing behind
         out = Path(out_dir)
         written = [self._write_table(out / PER_VOLUME_FILE), self._write_summary(out)]
@@ -125,7 +129,8 @@ class EvaluationResult:
         for case_id, views in self.views.items():
             figure = case_figure(views, _case_title(case_id, self.per_volume))
             written.append(save_png(figure, out / OVERLAY_DIR / f"{_file_name(case_id)}.png"))
-        log_evaluation(self, out, written, run_id=run_id)
+        if log:
+            log_evaluation(self, out, written, run_id=run_id)
         return written
 
     def _write_table(self, path: Path) -> Path:

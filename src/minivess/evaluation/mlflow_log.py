@@ -72,13 +72,17 @@ def log_evaluation(
 
     client = MlflowClient()
     for path in files:
-        parent = path.relative_to(out_dir).parent
-        subdir = f"{ARTIFACT_DIR}/{parent.as_posix()}" if parent.parts else ARTIFACT_DIR
-        client.log_artifact(run_id, str(path), subdir)
+        client.log_artifact(run_id, str(path), artifact_dir(out_dir, path))
     now = int(time.time() * 1000)
     metrics = [Metric(key, value, now, 0) for key, value in summary_metrics(result).items()]
     client.log_batch(run_id, metrics=metrics, synchronous=True)
     return run_id
+
+
+def artifact_dir(out_dir: Path, path: Path) -> str:
+    """The run's artifact folder for ``path``, a file saved below ``out_dir``."""
+    parent = path.relative_to(out_dir).parent
+    return f"{ARTIFACT_DIR}/{parent.as_posix()}" if parent.parts else ARTIFACT_DIR
 
 
 def check_run(run_id: str) -> None:

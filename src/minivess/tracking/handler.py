@@ -30,8 +30,10 @@ class MLflowHandler:
     - at the end: tags ``stop_reason`` and ``best_epoch``, and the figures
       ``plots/loss.png`` and ``plots/val_metrics.png``.
 
-    A resumed run continues the same metric histories: only epochs run in this session are
-    logged, and the figures are drawn from the trainer's full history.
+    A resumed run continues the same metric histories: epochs whose record never reached the
+    run (a process killed between writing its checkpoint and logging it) are logged on start,
+    steps logged before a kill are not logged twice, and the figures are drawn from the
+    trainer's full history.
 
     Args:
         run: The started run to log into.
@@ -47,27 +49,42 @@ class MLflowHandler:
             raise ConfigError(f"log_every must be at least 1, got {log_every}")
         self.run = run
         self.log_every = log_every
+        self._logged_up_to = 0
 
     def attach(self, trainer: Trainer) -> None:
         """Subscribe to the trainer's iteration, epoch-end and completion events."""
+        trainer.on(Event.STARTED, self.catch_up)
         trainer.on(Event.ITERATION_COMPLETED, self.log_step)
         trainer.on(Event.CHECKPOINT_DUE, self.log_epoch)
         trainer.on(Event.COMPLETED, self.log_summary)
 
+    def catch_up(self, trainer: Trainer) -> None:
+        """On resume: log epochs of the history the run lacks; skip steps it already has."""
+        if trainer.state.epoch == 0:
+            return
+        logged = self.run.logged_steps(EPOCH_METRIC_NAMES["loss"])
+        for record in trainer.state.history:
+            if int(record["epoch"]) not in logged:
+                self._log_record(record)
+        self._logged_up_to = max(self.run.logged_steps(STEP_LOSS), default=0)
+
     def log_step(self, trainer: Trainer) -> None:
         """Per-step loss and learning rate, every ``log_every`` steps."""
         step = trainer.state.iteration
-        if step % self.log_every == 0:
+        if step % self.log_every == 0 and step > self._logged_up_to:
             lr = float(trainer.optimizer.param_groups[0]["lr"])
             self.run.log_metrics({STEP_LOSS: trainer.state.last_loss, STEP_LR: lr}, step=step)
 
     def log_epoch(self, trainer: Trainer) -> None:
         """The epoch's history record and the best monitored metric so far."""
-        record = trainer.state.history[-1]
-        metrics = {EPOCH_METRIC_NAMES.get(k, k): v for k, v in record.items() if k != "epoch"}
+        best = None
         if trainer.state.best_metric is not None:
-            metrics[f"best_val_{trainer.monitor}"] = trainer.state.best_metric
-        self.run.log_metrics(metrics, step=int(record["epoch"]))
+            best = {f"best_val_{trainer.monitor}": trainer.state.best_metric}
+        self._log_record(trainer.state.history[-1], best)
+
+    def _log_record(self, record: dict[str, float], extra: dict[str, float] | None = None) -> None:
+        metrics = {EPOCH_METRIC_NAMES.get(k, k): v for k, v in record.items() if k != "epoch"}
+        self.run.log_metrics({**metrics, **(extra or {})}, step=int(record["epoch"]))
 
     def log_summary(self, trainer: Trainer) -> None:
         """Why training stopped, the best epoch, and the loss and metric curves."""

@@ -166,7 +166,7 @@ def _probe_server(uri: str) -> None:
     from mlflow import MlflowClient
 
     try:
-        with _quick_http():
+        with http_settings(max_retries=0, timeout_s=PROBE_TIMEOUT_S):
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as exc:  # connection refused, timeout, HTTP error, proxy page: all fatal
         raise MinivessError(
@@ -187,10 +187,14 @@ def _reason(exc: Exception) -> str:
 
 
 @contextmanager
-def _quick_http() -> Iterator[None]:
+def http_settings(*, max_retries: int, timeout_s: float) -> Iterator[None]:
+    """MLflow's HTTP retries and timeout set to these values inside the block, then restored.
+
+    MLflow reads both environment variables on every request.
+    """
     quick = {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(PROBE_TIMEOUT_S),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(max_retries),
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout_s)),
     }
     saved: dict[str, Any] = {key: os.environ.get(key) for key in quick}
     os.environ.update(quick)

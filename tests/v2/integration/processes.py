@@ -6,6 +6,11 @@ import os
 import signal
 import socket
 import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
 
 
 def free_port() -> int:
@@ -26,3 +31,42 @@ def stop_group(process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    """Wait until ``GET url`` answers 200; fail the test with the log if the process dies first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{process.args} exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"{url} not healthy after {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+_seen: dict[Path, tuple[int, int]] = {}
+
+
+def checkpoint_epoch(checkpoint: Path) -> int:
+    """Epochs completed according to a training checkpoint; -1 before the first one.
+
+    The file is read only when its modification time changed since the last call, so tests
+    may poll this often without loading the same checkpoint again and again.
+    """
+    import torch
+
+    try:
+        stamp = checkpoint.stat().st_mtime_ns
+    except FileNotFoundError:
+        return -1
+    seen = _seen.get(checkpoint)
+    if seen is not None and seen[0] == stamp:
+        return seen[1]
+    payload = torch.load(checkpoint, weights_only=True)
+    epoch = int(payload["extra"]["trainer"]["train_state"]["epoch"])
+    _seen[checkpoint] = (stamp, epoch)
+    return epoch
