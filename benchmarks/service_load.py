@@ -1,0 +1,143 @@
+"""Concurrent load on a running minivess service: errors, latency and the server's memory.
+
+Run it from a second process against ``minivess serve`` on 127.0.0.1::
+
+    python -m benchmarks.service_load --url http://127.0.0.1:3000 --file volume.nii.gz
+        --clients 8 --requests 200 --server-pid <pid of minivess serve> --out load.json
+
+Each of ``clients`` threads posts the volume to ``/segment`` until ``requests`` responses have
+come back in total. The resident memory of the server's process tree is sampled throughout:
+before the load (baseline), its peak, and a few seconds after (settled). Repeating the run with
+``--rounds`` shows whether memory keeps growing (a leak) or returns to its level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+import requests
+
+SETTLE_S = 5.0
+"""Seconds waited after a round before reading the settled memory."""
+
+
+@dataclass
+class Round:
+    """One round of load: every latency in seconds, the failures, and memory in MiB."""
+
+    requests: int
+    errors: list[str] = field(default_factory=list)
+    latencies_s: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    rss_before_mib: float = 0.0
+    rss_peak_mib: float = 0.0
+    rss_after_mib: float = 0.0
+
+    def summary(self) -> dict[str, float | int]:
+        """p50/p95/max latency, throughput, error count and memory figures."""
+        ordered = sorted(self.latencies_s) or [float("nan")]
+        return {
+            "requests": self.requests,
+            "errors": len(self.errors),
+            "p50_s": round(statistics.median(ordered), 3),
+            "p95_s": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3),
+            "max_s": round(ordered[-1], 3),
+            "throughput_rps": round(len(self.latencies_s) / self.wall_s, 2) if self.wall_s else 0,
+            "rss_before_mib": round(self.rss_before_mib, 1),
+            "rss_peak_mib": round(self.rss_peak_mib, 1),
+            "rss_after_mib": round(self.rss_after_mib, 1),
+        }
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of ``pid`` and all its descendants, in MiB."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20
+
+
+def run_round(url: str, volume: bytes, name: str, clients: int, total: int, pid: int) -> Round:
+    """Post ``volume`` ``total`` times from ``clients`` threads; sample the server's memory."""
+    result = Round(requests=total)
+    result.rss_before_mib = tree_rss_mib(pid)
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            result.rss_peak_mib = max(result.rss_peak_mib, tree_rss_mib(pid))
+            stop.wait(0.2)
+
+    def one(_: int) -> None:
+        started = time.perf_counter()
+        try:
+            response = requests.post(f"{url}/segment", files={"file": (name, volume)}, timeout=600)
+        except requests.RequestException as exc:
+            result.errors.append(type(exc).__name__)
+            return
+        if response.status_code != 200 or not response.content:
+            result.errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
+            return
+        result.latencies_s.append(time.perf_counter() - started)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(one, range(total)))
+    result.wall_s = time.perf_counter() - started
+    time.sleep(SETTLE_S)
+    stop.set()
+    sampler.join()
+    result.rss_after_mib = tree_rss_mib(pid)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    """Run the rounds, print and optionally save the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--file", type=Path, required=True)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--server-pid", type=int, required=True)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    volume = args.file.read_bytes()
+    rounds = [
+        run_round(args.url, volume, args.file.name, args.clients, args.requests, args.server_pid)
+        for _ in range(args.rounds)
+    ]
+    report: dict[str, object] = {
+        "clients": args.clients,
+        "volume": args.file.name,
+        "volume_bytes": len(volume),
+        "rounds": [r.summary() for r in rounds],
+        "errors": [e for r in rounds for e in r.errors][:20],
+        "raw": [asdict(r) for r in rounds] if args.out else [],
+    }
+    print(json.dumps({k: v for k, v in report.items() if k != "raw"}, indent=1))
+    if args.out is not None:
+        args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return report
+
+
+if __name__ == "__main__":
+    main()
