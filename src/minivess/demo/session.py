@@ -26,6 +26,7 @@ from minivess.inference import Prediction, Predictor, check_volume
 from minivess.inference.predictor import MASK_SUFFIX, output_stem
 from minivess.inference.runners import check_backend
 from minivess.serving.uploads import UploadRejected, read_header
+from minivess.uncertainty.conformal import UNCERTAIN
 
 DEFAULT_MAX_VOXELS = 64_000_000
 """Largest volume the demo segments unless told otherwise (``demo.max_voxels``)."""
@@ -152,7 +153,7 @@ class Segmentation:
         mask = self.prediction.mask.array
         voxels = int(np.count_nonzero(mask))
         spacing = self.image.spacing
-        return {
+        summary: dict[str, Any] = {
             "volume": self.name,
             "shape": " x ".join(str(n) for n in self.image.shape),
             "spacing_um": " x ".join(f"{s:g}" for s in spacing),
@@ -164,6 +165,13 @@ class Segmentation:
             "adapter": self.prediction.model.adapter,
             "backend": self.prediction.model.backend,
         }
+        sets = self.prediction.prediction_set
+        if sets is not None:  # a conformally calibrated model
+            summary["uncertain_voxels"] = int(np.count_nonzero(sets.array == UNCERTAIN))
+            conformal = self.prediction.conformal_mask
+            if conformal is not None:
+                summary["conformal_vessel_voxels"] = int(np.count_nonzero(conformal.array))
+        return summary
 
 
 def _voxel_volume(affine: np.ndarray) -> float:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minivess.errors import DataError
 from minivess.inference import Prediction
+from minivess.uncertainty.conformal import UNCERTAIN
 
 MASK_COLOUR = (255, 0, 200)
 """Predicted vessel (magenta: stands out on grey and differs from the TP/FP/FN colours)."""
@@ -43,9 +45,26 @@ def binary_entropy(probability: np.ndarray) -> np.ndarray:
     return np.clip(-(vessel + background), 0.0, 1.0).astype(np.float32)
 
 
+def conformal_uncertain(prediction: Prediction) -> np.ndarray:
+    """1 where the conformal prediction set is {vessel, background} (the model cannot tell).
+
+    Raises:
+        DataError: The model stores no conformal calibration (rule ``no-conformal``).
+    """
+    if prediction.prediction_set is None:
+        raise DataError(
+            None,
+            "no-conformal",
+            "this model has no conformal calibration, so it has no uncertain voxels to show; "
+            "calibrate it with `minivess conformal` and load the calibrated model",
+        )
+    return (np.asarray(prediction.prediction_set.array) == UNCERTAIN).astype(np.float32)
+
+
 VALUE_MAPS: dict[str, Callable[[Prediction], np.ndarray]] = {
     "P(vessel)": lambda prediction: np.asarray(prediction.probability.array, dtype=np.float32),
     "entropy": lambda prediction: binary_entropy(prediction.probability.array),
+    "uncertain (conformal)": conformal_uncertain,
 }
 """Voxel-wise maps in [0, 1] derived from a prediction, shown as heat overlays by name.
 

@@ -108,3 +108,34 @@ def test_overlays_are_the_mask_or_maps_of_the_probability(
     assert float(entropy.max()) <= 1.0
     with pytest.raises(DataError, match="unknown-overlay"):
         result.overlay("variance")
+
+
+def test_uncertain_overlay_needs_a_conformally_calibrated_model(
+    checkpoint: Path, volume_file: Path, tmp_path: Path
+) -> None:
+    from minivess.uncertainty.conformal import UNCERTAIN, FNRControl, PredictionSets
+    from minivess.uncertainty.head import UncertaintyHead, save_with_uncertainty
+
+    plain = Segmenter(PredictorCache(), output_dir=tmp_path).segment(volume_file, str(checkpoint))
+    with pytest.raises(DataError, match="no-conformal"):
+        plain.overlay("uncertain (conformal)")
+    assert "uncertain_voxels" not in plain.summary()
+
+    head = UncertaintyHead(
+        fnr_control=FNRControl(alpha=0.1, threshold=0.3, n_calibration=4, calibration_ids=("a",)),
+        prediction_sets=PredictionSets(alpha=0.1, vessel_from=0.45, background_to=0.55),
+    )
+    calibrated = save_with_uncertainty(checkpoint, tmp_path / "conformal.pt", head)
+    result = Segmenter(PredictorCache(), output_dir=tmp_path / "c").segment(
+        volume_file, str(calibrated)
+    )
+    sets = result.prediction.prediction_set
+    assert sets is not None
+    uncertain = result.overlay("uncertain (conformal)")
+    np.testing.assert_array_equal(uncertain, (sets.array == UNCERTAIN).astype(np.float32))
+    summary = result.summary()
+    assert summary["uncertain_voxels"] == int(np.count_nonzero(sets.array == UNCERTAIN))
+    assert result.prediction.conformal_mask is not None
+    assert summary["conformal_vessel_voxels"] == int(
+        np.count_nonzero(result.prediction.conformal_mask.array)
+    )
