@@ -33,7 +33,7 @@ from typing import Any
 
 from hydra_zen import ZenStore, builds
 from omegaconf import MISSING, OmegaConf
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
 from minivess.config.experiment import ExperimentConfig
@@ -171,7 +171,7 @@ def _register_plugin_models() -> None:
             continue
         try:
             preset = {"model": ModelConfig(name=name).model_dump(mode="json")}
-        except ConfigError:
+        except (ConfigError, ValidationError):
             continue  # a plugin with required parameters: select it with model.name=...
         store(preset, group="model", name=name, package="_global_")
 
