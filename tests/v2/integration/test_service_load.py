@@ -1,4 +1,4 @@
-"""The service under concurrent load from a second process (a reduced form of the benchmark).
+"""The service under concurrent load from a second process, and unusual but valid uploads.
 
 ``minivess serve`` runs a seeded tiny checkpoint; ``benchmarks/service_load.py`` runs in its own
 process and posts a crop of a real VesselNN volume from 4 client threads, in two rounds. Every
@@ -91,3 +91,64 @@ def test_concurrent_clients_get_every_answer_and_the_service_keeps_serving(
     for round_ in figures["raw"]:
         assert len(round_["latencies_s"]) == REQUESTS
     assert requests.get(f"{url}/readyz", timeout=30).status_code == 200
+
+
+def _crop(vesselnn_dir: Path, folder: Path, name: str) -> Path:
+    source = vesselnn_dir / "denoised" / "burgess2014_noisySparseVessels_BM4D_denoised.tif"
+    crop = np.ascontiguousarray(read_tiff(source).array[:64, :64, :])
+    return write_nifti(folder / name, crop, like=Volume(crop, np.eye(4)))
+
+
+def test_unicode_file_name_is_accepted_and_never_used_as_a_path(
+    service: tuple[str, int], vesselnn_dir: Path, tmp_path: Path
+) -> None:
+    url, _ = service
+    volume = _crop(vesselnn_dir, tmp_path, "crop.nii.gz")
+    name = "Gefäß 血管 ✓.nii.gz"
+    response = requests.post(
+        f"{url}/summary", files={"file": (name, volume.read_bytes())}, timeout=600
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["shape"] == [64, 64, 10]
+
+
+def test_slow_upload_is_served_while_other_clients_are(
+    service: tuple[str, int], vesselnn_dir: Path, tmp_path: Path
+) -> None:
+    """A client trickling its body in small pieces neither fails nor blocks a fast client."""
+    import threading
+    import time
+
+    url, _ = service
+    volume = _crop(vesselnn_dir, tmp_path, "crop.nii.gz").read_bytes()
+    boundary = "minivess-slow-upload"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="slow.nii.gz"'
+        "\r\nContent-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    body = head + volume + f"\r\n--{boundary}--\r\n".encode()
+
+    def trickle():  # the body in 40 pieces, 0.1 s apart
+        step = -(-len(body) // 40)
+        for start in range(0, len(body), step):
+            time.sleep(0.1)
+            yield body[start : start + step]
+
+    slow: dict[str, requests.Response] = {}
+    thread = threading.Thread(
+        target=lambda: slow.setdefault(
+            "response",
+            requests.post(
+                f"{url}/summary",
+                data=trickle(),
+                headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+                timeout=600,
+            ),
+        )
+    )
+    thread.start()
+    fast = requests.post(f"{url}/summary", files={"file": ("fast.nii.gz", volume)}, timeout=600)
+    thread.join(timeout=600)
+    assert fast.status_code == 200, fast.text
+    assert slow["response"].status_code == 200, slow["response"].text
+    assert slow["response"].json()["vessel_voxels"] == fast.json()["vessel_voxels"]
