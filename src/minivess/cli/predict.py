@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 
 from minivess.cli.console import console, progress_bar
+
+if TYPE_CHECKING:
+    from minivess.inference import Predictor
 
 
 def predict(
@@ -34,19 +38,21 @@ def predict(
         help="torch or onnx (ONNX Runtime; a checkpoint is exported once into the cache) "
         "[default: onnx for a .onnx model, else torch].",
     ),
+    memory_budget_mb: float = typer.Option(
+        None,
+        "--memory-budget-mb",
+        min=1,
+        help="Predict a volume whose in-memory footprint exceeds this budget block by block "
+        "(same mask), writing uncompressed <name>_mask.nii; one volume, not a folder.",
+    ),
 ) -> None:
     """Write <name>_mask.nii.gz per volume, on exactly the input's grid (shape and affine)."""
-    from minivess.errors import DataError
     from minivess.inference import FolderPredictionError, Predictor, predict_folder
-    from minivess.inference.batch import volume_files
 
-    if not input_path.exists():
-        raise DataError(input_path, "missing-file", "input does not exist")
-    if input_path.is_dir():
-        volume_files(input_path)  # fail on an empty folder before loading the model
+    _check_input(input_path, memory_budget_mb)
     predictor = Predictor.from_source(model, device=device, backend=backend)
     if not input_path.is_dir():
-        for path in predictor.predict_file(input_path, out, probabilities=probabilities):
+        for path in _predict_one(predictor, input_path, out, probabilities, memory_budget_mb):
             typer.echo(str(path))
         return
     with progress_bar("predict") as bar:
@@ -65,3 +71,37 @@ def predict(
         console.print(f"[red]failed[/] {escape(reason)}", highlight=False, soft_wrap=True)
     if not result.ok:
         raise FolderPredictionError(result, out)
+
+
+def _check_input(input_path: Path, budget_mb: float | None) -> None:
+    """Fail on a missing input, an empty folder or a budget for a folder, before loading."""
+    from minivess.errors import ConfigError, DataError
+    from minivess.inference.batch import volume_files
+
+    if not input_path.exists():
+        raise DataError(input_path, "missing-file", "input does not exist")
+    if input_path.is_dir():
+        volume_files(input_path)
+        if budget_mb is not None:
+            raise ConfigError("--memory-budget-mb takes one volume; predict the files one by one")
+
+
+def _predict_one(
+    predictor: Predictor, path: Path, out: Path, probabilities: bool, budget_mb: float | None
+) -> list[Path]:
+    """Predict one volume, block by block when it would not fit ``budget_mb`` in memory."""
+    from minivess.inference.chunked import predict_file_chunked
+
+    if budget_mb is not None and _too_big(path, budget_mb):
+        return predict_file_chunked(
+            predictor, path, out, memory_budget_mb=budget_mb, probabilities=probabilities
+        ).written
+    return predictor.predict_file(path, out, probabilities=probabilities)
+
+
+def _too_big(path: Path, budget_mb: float) -> bool:
+    """Whether predicting ``path`` in memory would take more than ``budget_mb``."""
+    from minivess.inference.chunked import MB, in_memory_bytes
+    from minivess.inference.lazy import open_lazy
+
+    return in_memory_bytes(open_lazy(path).shape) > budget_mb * MB
