@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from minivess.inference import Prediction
     from minivess.serving.model import ServedModel
 
-UPLOAD_PATHS = ("/segment", "/probabilities", "/summary")
+UPLOAD_PATHS = ("/segment", "/probabilities", "/summary", "/segment_async", "/segment_async/submit")
 REQUEST_TIMEOUT_S = 600
 """Longest a request may take: CPU inference of a large volume runs for minutes."""
 
@@ -107,6 +107,19 @@ class VesselSegmentation:
         prediction, _ = self._predict(file, Path(ctx.temp_dir), "segment")
         target = Path(ctx.temp_dir) / "mask.nii.gz"
         return write_nifti(target, prediction.mask.array, like=prediction.mask)
+
+    @bentoml.task
+    def segment_async(self, file: Path, ctx: bentoml.Context) -> bytes:
+        """``segment`` as a task, for volumes that take longer than a client waits.
+
+        ``POST /segment_async/submit`` (same upload) answers at once with a ``task_id``; poll
+        ``GET /segment_async/status?task_id=...`` until ``completed`` (or ``failed``), then fetch
+        the mask from ``GET /segment_async/get?task_id=...``.
+        """
+        prediction, _ = self._predict(file, Path(ctx.temp_dir), "segment_async")
+        target = Path(ctx.temp_dir) / "mask.nii.gz"
+        # bytes, not a Path: BentoML 1.4's task result store cannot serialise a file response
+        return write_nifti(target, prediction.mask.array, like=prediction.mask).read_bytes()
 
     @bentoml.api
     def probabilities(self, file: Path, ctx: bentoml.Context) -> Path:
