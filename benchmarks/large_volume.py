@@ -50,7 +50,9 @@ def write_volume(path: Path, shape: tuple[int, int, int]) -> None:
             out[:, :, z] = np.clip(noise + 800 * (tubes > 1.6), 0, 65535).astype(np.uint16)
 
 
-def child(mode: str, volume: Path, out: Path, budget_mb: float, threads: int) -> None:
+def child(
+    mode: str, volume: Path, out: Path, budget_mb: float, threads: int, precision: str = "fp32"
+) -> None:
     """Predict ``volume`` one way and print a JSON line with seconds and peak RSS."""
     import torch
 
@@ -69,7 +71,7 @@ def child(mode: str, volume: Path, out: Path, budget_mb: float, threads: int) ->
                 "roi_size": ROI,
                 "overlap": 0.25,
                 "sw_batch_size": 1,
-                "precision": "fp32",
+                "precision": precision,
             },
         }
     )
@@ -92,6 +94,7 @@ def child(mode: str, volume: Path, out: Path, budget_mb: float, threads: int) ->
         "budget_mb": budget_mb if mode == "chunked" else None,
         "blocks": blocks,
         "threads": threads,
+        "precision": precision,
         "mask": str(written),
     }
     print(json.dumps(line), flush=True)
@@ -104,12 +107,13 @@ def main() -> None:
     parser.add_argument("--budget-mb", type=float, default=1024.0)
     parser.add_argument("--modes", nargs="+", default=["chunked", "memory"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--child", nargs=3, metavar=("MODE", "VOLUME", "OUT"))
     args = parser.parse_args()
     if args.child:
         mode, volume, out = args.child
-        child(mode, Path(volume), Path(out), args.budget_mb, args.threads)
+        child(mode, Path(volume), Path(out), args.budget_mb, args.threads, args.precision)
         return
     work = args.workdir or Path(tempfile.mkdtemp(prefix="minivess-large-"))
     volume = work / "large.nii"
@@ -131,6 +135,8 @@ def main() -> None:
             str(args.budget_mb),
             "--threads",
             str(args.threads),
+            "--precision",
+            args.precision,
             "--child",
             mode,
             str(volume),
