@@ -32,3 +32,12 @@ class DataError(MinivessError):
 
 class ConfigError(MinivessError):
     """An invalid configuration value; the message names the field."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (exporters, runtimes and MLflow raise pages).
+
+    An empty message gives the exception type's name instead.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from minivess.data.io import atomic_path
-from minivess.errors import ConfigError, DataError
+from minivess.errors import ConfigError, DataError, first_line
 
 if TYPE_CHECKING:
     from minivess.adapters.base import ModelAdapter
@@ -165,7 +165,7 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any failure here means the bytes are not a checkpoint
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise CheckpointError(
             path, "unreadable", f"not a readable checkpoint (corrupt or truncated?): {reason}"
         ) from None

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from minivess.errors import MinivessError
+from minivess.errors import MinivessError, first_line
 
 INPUT_NAME = "image"
 """Name of the graph input: float32 ``(B, C, H, W, D)`` normalised intensities."""
@@ -29,12 +29,6 @@ _EXAMPLE_BATCH = 2  # a batch of 1 would be specialised to a constant by torch.e
 
 class ExportError(MinivessError):
     """The network could not be converted to ONNX."""
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of ``exc``'s message (exporters and runtimes raise pages), or its type."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def export_network(

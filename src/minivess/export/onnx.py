@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from minivess.adapters import CheckpointInfo, ModelAdapter
 from minivess.adapters.checkpoint import code_version
-from minivess.adapters.onnx import INPUT_NAME, OUTPUT_NAME, first_line
+from minivess.adapters.onnx import INPUT_NAME, OUTPUT_NAME
 from minivess.data.io import atomic_path
+from minivess.errors import first_line
 from minivess.export.metadata import OnnxExportError, OnnxMetadata, SizeRuleSpec
 from minivess.inference.settings import PredictionSettings
 

@@ -15,9 +15,9 @@ import torch
 
 from minivess.adapters import ModelAdapter
 from minivess.adapters.inference import as_batch, blend_windows, fit_window
-from minivess.adapters.onnx import INPUT_NAME, OUTPUT_NAME, first_line
+from minivess.adapters.onnx import INPUT_NAME, OUTPUT_NAME
 from minivess.config.model import InferenceConfig
-from minivess.errors import ConfigError
+from minivess.errors import ConfigError, first_line
 
 if TYPE_CHECKING:
     from minivess.export.metadata import OnnxMetadata

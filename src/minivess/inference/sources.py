@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from minivess.adapters import CheckpointError, CheckpointInfo, ModelAdapter, load_checkpoint
-from minivess.errors import MinivessError
+from minivess.errors import MinivessError, first_line
 
 if TYPE_CHECKING:
     from minivess.export.metadata import OnnxMetadata
@@ -137,7 +137,7 @@ def _downloaded(uri: str) -> Iterator[Path]:
         try:
             local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
         except MlflowException as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             raise MinivessError(
                 f"cannot load model {uri} from the tracking store {tracking_uri}: {reason}; "
                 "check the name, version or alias (`mlflow models` / the MLflow UI) and "

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from minivess.config.settings import ServeSettings
-from minivess.errors import MinivessError
+from minivess.errors import MinivessError, first_line
 
 if TYPE_CHECKING:
     from minivess.inference import Predictor
@@ -90,7 +90,7 @@ def resolve_registry_version(source: str) -> tuple[str, str | None, str | None]:
     try:
         version = str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise MinivessError(
             f"cannot resolve {source} in the registry at {tracking_uri}: {reason}; register "
             "and promote a model first (minivess train registers the champion), or set "
