@@ -20,6 +20,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def start_group(
+    command: list[str], log: Path, *, env: dict[str, str], cwd: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in its own process group (so :func:`stop_group` also stops the workers
+    it forks), with stdout and stderr going to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+        )
+
+
 def stop_group(process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
     """Stop the process group of ``process``, started with ``start_new_session=True``.
 

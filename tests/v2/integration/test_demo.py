@@ -7,10 +7,7 @@ seeded SegResNet checkpoint segments a 128 x 128 x Z crop of a real VesselNN vol
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,7 @@ import tifffile
 import torch
 from PIL import Image
 from tests.v2.conftest import PREDICTION_EXTRA, TINY_SEGRESNET
-from tests.v2.integration.processes import free_port, stop_group
+from tests.v2.integration.processes import free_port, start_group, stop_group, wait_healthy
 
 from minivess.adapters import build_adapter
 from minivess.data.io import read_tiff, read_volume, write_nifti
@@ -50,20 +47,6 @@ class DemoServer:
     example: Path
     log: Path
     cache: Path
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"minivess demo exited early:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"minivess demo not up after {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
 
 
 def _write_inputs(root: Path, vesselnn_dir: Path) -> tuple[Path, Path, Path]:
@@ -95,17 +78,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, vesselnn_dir: Path) -> Iter
     env["MINIVESS_DEMO__MAX_UPLOAD_MB"] = str(MAX_UPLOAD_MB)
     env["MINIVESS_DEMO__MAX_VOXELS"] = str(MAX_VOXELS)
     command = [str(BIN / "minivess"), "demo", "--model", str(checkpoint), "--port", str(port)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*command, "--examples", str(example.parent)],
-            cwd=REPO_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+    process = start_group(
+        [*command, "--examples", str(example.parent)], log, env=env, cwd=REPO_ROOT
+    )
     try:
-        _wait_ready(url, process, log)
+        wait_healthy(url, process, log, START_TIMEOUT_S)
         yield DemoServer(url, checkpoint, crop, example, log, root / "cache")
     finally:
         stop_group(process)

@@ -15,7 +15,6 @@ import gzip
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import pytest
 import requests
 import tifffile
 from tests.v2.conftest import PREDICTION_EXTRA, TINY_SEGRESNET
-from tests.v2.integration.processes import free_port, stop_group
+from tests.v2.integration.processes import free_port, start_group, stop_group, wait_healthy
 
 from minivess.data.io import read_tiff, read_volume, write_nifti
 from minivess.data.volume import Volume
@@ -120,15 +119,7 @@ def started(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     )
     command = [str(BIN / "minivess"), "serve", "--model", CHAMPION, "--port", str(port)]
     log = folder / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=folder,
-            start_new_session=True,  # its own process group: stopping it stops bentoml's workers
-        )
+    process = start_group(command, log, env=env, cwd=folder)
     try:
         yield Started(f"http://127.0.0.1:{port}", process, log)
     finally:
@@ -138,17 +129,8 @@ def started(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 @pytest.fixture(scope="module")
 def server(started: Started, inputs: Inputs) -> str:
     """The URL once the service is ready (``inputs`` are predicted in-process meanwhile)."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if started.process.poll() is not None:
-            pytest.fail(f"minivess serve exited early:\n{started.log.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{started.url}/readyz", timeout=2).status_code == 200:
-                return started.url
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"not ready after {START_TIMEOUT_S} s:\n{started.log.read_text()[-3000:]}")
+    wait_healthy(f"{started.url}/readyz", started.process, started.log, START_TIMEOUT_S)
+    return started.url
 
 
 def _post(
@@ -241,8 +223,13 @@ def _bad_inputs(root: Path, inputs: Inputs) -> dict[str, tuple[Path, str, str]]:
         "non-finite": (nan, "nan.nii.gz", "probabilities"),
         "too-many-voxels": (bomb, "bomb.nii.gz", "summary"),
         "upload-size": (big, "big.nii", "segment"),
-        "file-name": (inputs.nifti, "../../../../tmp/evil.nii.gz", "segment"),
+        "file-name": (inputs.nifti, _escaping_name(root / "evil.nii.gz"), "segment"),
     }
+
+
+def _escaping_name(target: Path) -> str:
+    """A relative upload name that, used as a path from any folder, would land on ``target``."""
+    return "../" * 32 + str(target.relative_to(target.anchor))
 
 
 STATUS = {"file-type": 415, "too-many-voxels": 413, "upload-size": 413}
@@ -261,7 +248,7 @@ def test_bad_inputs_are_4xx_with_a_message_and_the_service_keeps_serving(
     assert "named 'file'" in missing.json()["error"]
     as_json = requests.post(f"{url}/summary", json={"file": str(inputs.nifti)}, timeout=30)
     assert as_json.status_code == 415
-    assert not Path("/tmp/evil.nii.gz").exists()
+    assert not (tmp_path / "evil.nii.gz").exists()
 
     assert requests.get(f"{url}/readyz", timeout=10).status_code == 200
     again = _post(f"{url}/summary", inputs.tiff)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import requests
 from tests.v2.conftest import PREDICTION_EXTRA, TINY_SEGRESNET
-from tests.v2.integration.processes import free_port, stop_group, wait_healthy
+from tests.v2.integration.processes import free_port, start_group, stop_group, wait_healthy
 
 from minivess.data.io import read_tiff, read_volume, write_nifti
 from minivess.data.volume import Volume
@@ -51,15 +50,7 @@ def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     env = dict(os.environ, BENTOML_DO_NOT_TRACK="True", MLFLOW_DISABLE_TELEMETRY="true")
     command = [str(BIN / "minivess"), "serve", "--model", str(checkpoint), "--port", str(port)]
     log = folder / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=folder,
-            start_new_session=True,
-        )
+    process = start_group(command, log, env=env, cwd=folder)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(f"{url}/readyz", process, log, START_TIMEOUT_S)

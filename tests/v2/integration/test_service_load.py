@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import requests
 from tests.v2.conftest import PREDICTION_EXTRA, REPO_ROOT, TINY_SEGRESNET
-from tests.v2.integration.processes import free_port, stop_group, wait_healthy
+from tests.v2.integration.processes import free_port, start_group, stop_group, wait_healthy
 
 from minivess.data.io import read_tiff, write_nifti
 from minivess.data.volume import Volume
@@ -44,15 +44,12 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int
     )
     port = free_port()
     log = root / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(BIN / "minivess"), "serve", "--model", str(checkpoint), "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=root,
-            env=dict(os.environ, BENTOML_DO_NOT_TRACK="True"),
-            start_new_session=True,
-        )
+    process = start_group(
+        [str(BIN / "minivess"), "serve", "--model", str(checkpoint), "--port", str(port)],
+        log,
+        env=dict(os.environ, BENTOML_DO_NOT_TRACK="True"),
+        cwd=root,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(f"{url}/readyz", process, log, START_TIMEOUT_S)
