@@ -61,6 +61,9 @@ def test_shipped_config_defaults_to_a_local_remote() -> None:
     assert "remote = local" in config
     assert "url = ../dvc-remote" in config
     assert "endpointurl = http://127.0.0.1:9000" in config  # the compose stack's MinIO
+    # DVC does not hash what it downloads unless asked: a corrupt remote object would be checked
+    # out as data (tests/v2/integration/test_dvc_faults.py shows the refusal with this set).
+    assert config.count("verify = true") == 2
 
 
 def test_repro_push_pull_round_trip(project: Path) -> None:
