@@ -7,8 +7,10 @@ Run it from a second process against ``minivess serve`` on 127.0.0.1::
 
 Each of ``clients`` threads posts the volume to ``/segment`` until ``requests`` responses have
 come back in total. The resident memory of the server's process tree is sampled throughout:
-before the load (baseline), its peak, and a few seconds after (settled). Repeating the run with
-``--rounds`` shows whether memory keeps growing (a leak) or returns to its level.
+before the load (baseline), its peak, and a few seconds after (settled). With ``--rounds N`` the
+report adds a leak verdict: the least-squares slope of the settled memory across rounds and
+whether the last round settled within ``--leak-tolerance-mib`` of the first. The first round's
+settled memory is the reference because it already holds the one-off growth of warming up.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import statistics
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +30,8 @@ import requests
 
 SETTLE_S = 5.0
 """Seconds waited after a round before reading the settled memory."""
+LEAK_TOLERANCE_MIB = 50.0
+"""Growth of settled memory from the first round to the last still called no leak."""
 
 
 @dataclass
@@ -71,6 +76,59 @@ def tree_rss_mib(pid: int) -> float:
         except psutil.NoSuchProcess:
             continue
     return total / 2**20
+
+
+def leak_verdict(settled_mib: Sequence[float], tolerance_mib: float) -> dict[str, object]:
+    """Whether the server's settled memory grows from round to round.
+
+    Args:
+        settled_mib: Settled resident memory after each round, in MiB, in order.
+        tolerance_mib: Largest growth from the first round to the last called no leak.
+
+    Returns:
+        The settled figures, the least-squares slope in MiB per round, the growth from the
+        first round to the last, whether that growth is within ``tolerance_mib``, and a
+        one-line ``verdict``. With fewer than two rounds there is nothing to compare: slope,
+        growth and ``within_tolerance`` are ``None``.
+
+    Raises:
+        ValueError: If ``settled_mib`` is empty or ``tolerance_mib`` is negative.
+    """
+    if not settled_mib:
+        raise ValueError("no rounds to judge")
+    if tolerance_mib < 0:
+        raise ValueError(f"leak tolerance must be >= 0 MiB, got {tolerance_mib}")
+    rounds = len(settled_mib)
+    figures: dict[str, object] = {
+        "rounds": rounds,
+        "settled_rss_mib": [round(value, 1) for value in settled_mib],
+        "tolerance_mib": tolerance_mib,
+    }
+    if rounds < 2:
+        return figures | {
+            "slope_mib_per_round": None,
+            "growth_mib": None,
+            "within_tolerance": None,
+            "verdict": "one round: run with --rounds 2 or more for a leak verdict",
+        }
+    mean_x = (rounds - 1) / 2
+    mean_y = statistics.fmean(settled_mib)
+    slope = sum((i - mean_x) * (y - mean_y) for i, y in enumerate(settled_mib)) / sum(
+        (i - mean_x) ** 2 for i in range(rounds)
+    )
+    growth = settled_mib[-1] - settled_mib[0]
+    within = growth <= tolerance_mib
+    verdict = (
+        f"{'no leak seen' if within else 'possible leak'}: settled RSS {growth:+.1f} MiB "
+        f"from round 1 to round {rounds} (tolerance {tolerance_mib:g} MiB), "
+        f"slope {slope:+.2f} MiB/round"
+    )
+    return figures | {
+        "slope_mib_per_round": round(slope, 2),
+        "growth_mib": round(growth, 1),
+        "within_tolerance": within,
+        "verdict": verdict,
+    }
 
 
 def run_round(url: str, volume: bytes, name: str, clients: int, total: int, pid: int) -> Round:
@@ -118,22 +176,30 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--server-pid", type=int, required=True)
+    parser.add_argument("--leak-tolerance-mib", type=float, default=LEAK_TOLERANCE_MIB)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.leak_tolerance_mib < 0:
+        parser.error("--leak-tolerance-mib must be >= 0")
     volume = args.file.read_bytes()
     rounds = [
         run_round(args.url, volume, args.file.name, args.clients, args.requests, args.server_pid)
         for _ in range(args.rounds)
     ]
+    leak = leak_verdict([r.rss_after_mib for r in rounds], args.leak_tolerance_mib)
     report: dict[str, object] = {
         "clients": args.clients,
         "volume": args.file.name,
         "volume_bytes": len(volume),
         "rounds": [r.summary() for r in rounds],
+        "leak": leak,
         "errors": [e for r in rounds for e in r.errors][:20],
         "raw": [asdict(r) for r in rounds] if args.out else [],
     }
     print(json.dumps({k: v for k, v in report.items() if k != "raw"}, indent=1))
+    print(leak["verdict"])
     if args.out is not None:
         args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
     return report
