@@ -85,7 +85,8 @@ def _print(result: Plan, target: Path) -> None:
     )
     if result.resampling.resample:
         console.print(
-            "[yellow]note[/]: minivess trains at the prepared spacing; resample the volumes "
-            "before `minivess data prepare` to follow this advice",
+            "[yellow]note[/]: training resamples to data.target_spacing_um and the model "
+            "predicts every volume on its own grid; data.target_spacing_um=null trains at the "
+            "prepared spacing",
             highlight=False,
         )

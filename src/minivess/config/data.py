@@ -216,6 +216,19 @@ class DataConfig(BaseModel):
     """Patches cropped from each volume each time it is drawn."""
     pos_neg_ratio: tuple[NonNegative, NonNegative] = (2.0, 1.0)
     """Relative odds (pos, neg) that a patch is centred on a vessel or a background voxel."""
+    target_spacing_um: (
+        tuple[
+            Annotated[float, Field(gt=0.0)] | None,
+            Annotated[float, Field(gt=0.0)] | None,
+            Annotated[float, Field(gt=0.0)] | None,
+        ]
+        | None
+    ) = None
+    """Voxel size (H, W, D) in micrometres that training volumes are resampled to before
+    patches are drawn (image linear, label linear thresholded at 0.5); a ``null`` entry keeps
+    that axis at each volume's own spacing. ``None`` trains at the prepared spacing. A model
+    trained with it predicts any volume by resampling there and back, so its outputs stay on
+    the input's grid (``minivess plan`` fills it; see :mod:`minivess.data.resample`)."""
     intensity_percentiles: tuple[
         Annotated[float, Field(ge=0.0, le=100.0)], Annotated[float, Field(ge=0.0, le=100.0)]
     ] = (1.0, 99.8)

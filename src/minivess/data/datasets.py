@@ -5,9 +5,9 @@ A prepared dataset folder holds ``images/<id>.nii.gz``, ``labels/<id>.nii.gz``, 
 ``dataset.json`` with its ``version``. A splits file lists, per fold, the training and validation
 ids, and names the dataset version it was made for.
 
-The deterministic part of the pipeline (decoding, normalisation, padding, foreground indices;
-see :mod:`minivess.data.transforms`) is cached according to ``DataConfig.cache``; only random
-cropping and augmentation run every epoch.
+The deterministic part of the pipeline (decoding, normalisation, resampling, padding,
+foreground indices; see :mod:`minivess.data.transforms`) is cached according to
+``DataConfig.cache``; only random cropping and augmentation run every epoch.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def _cache_subdir(cfg: DataConfig, part: str) -> Path:
     """A disk-cache folder specific to the dataset version and the cached settings.
 
     Cached files are keyed by item paths only, so anything else that changes their content
-    (dataset version, percentiles, padding) must change the folder.
+    (dataset version, percentiles, resampling, padding) must change the folder.
     """
     assert cfg.cache_dir is not None  # guaranteed by DataConfig for cache="disk"
     settings = {
@@ -159,6 +159,9 @@ def _cache_subdir(cfg: DataConfig, part: str) -> Path:
         "percentiles": cfg.intensity_percentiles,
         "patch_size": cfg.patch_size if part == "train" else None,
     }
+    if part == "train" and cfg.target_spacing_um is not None:
+        # Only when set: caches written before this setting existed stay valid.
+        settings["target_spacing_um"] = cfg.target_spacing_um
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     return Path(cfg.cache_dir) / f"{part}-{digest}"
 

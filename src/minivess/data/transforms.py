@@ -5,14 +5,17 @@ comes in two parts so that the costly deterministic one can be cached (see
 :mod:`minivess.data.datasets`):
 
 1. deterministic: decode the NIfTI pair, put the channel first (``(1, H, W, D)``), map the
-   image's intensity percentiles to [0, 1], zero-pad up to the patch size, list foreground and
+   image's intensity percentiles to [0, 1], resample to ``target_spacing_um`` when it is set
+   (:mod:`minivess.data.resample`), zero-pad up to the patch size, list foreground and
    background voxels once, so that random crops never scan the label again, and store the label
    as ``uint8``;
 2. random: crop ``samples_per_volume`` patches centred on vessel or background voxels in the
    configured ratio, then augment them with TorchIO.
 
-Validation items are whole volumes, loaded and normalised only: validation is sliding-window
-inference, which pads by itself.
+Validation items are whole volumes on their own grid, loaded and normalised only: validation
+is sliding-window inference, which pads by itself and, for a resampling model, resamples to the
+target spacing and back as prediction does, so validation metrics are taken at the original
+spacing.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from monai.transforms import (
 
 from minivess.config.data import DataConfig
 from minivess.data.augmentation import build_augmentation
+from minivess.data.resample import ResampleToSpacingd
 
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
@@ -162,10 +166,17 @@ def train_transforms(cfg: DataConfig) -> tuple[Compose, Compose]:
         'RandCropByPosNegLabeld'
     """
     keys = [IMAGE_KEY, LABEL_KEY]
+    resampling = (
+        [ResampleToSpacingd(cfg.target_spacing_um, IMAGE_KEY, LABEL_KEY)]
+        if cfg.target_spacing_um is not None
+        else []
+    )
     deterministic = Compose(
         [
             *load_transforms(),
             normalize_transform(cfg),
+            # After normalising, as prediction does: percentiles of the volume as acquired.
+            *resampling,
             # Padding before listing indices keeps every crop centre valid for the padded volume.
             SpatialPadd(keys, spatial_size=cfg.patch_size, mode="constant", value=0),
             FgBgToIndicesd(LABEL_KEY),

@@ -212,10 +212,17 @@ def predict_file_chunked(
 
     Raises:
         DataError: Unreadable input, or NaN/inf voxels; nothing is written.
-        ConfigError: A budget too small for one window.
+        ConfigError: A budget too small for one window, or a model that predicts at its own
+            ``target_spacing_um`` (resampling is done on whole volumes, not block by block).
     """
     from minivess.inference.predictor import MASK_SUFFIX, PROBABILITY_SUFFIX, output_stem
 
+    model_spacing = predictor.settings.preprocessing.target_spacing_um
+    if model_spacing is not None:
+        raise ConfigError(
+            f"this model predicts at its training voxel size {list(model_spacing)} um, which only "
+            "whole-volume prediction resamples to: predict without --memory-budget-mb"
+        )
     start = time.perf_counter()
     budget = int(memory_budget_mb * MB)
     volume = open_lazy(path)

@@ -18,6 +18,7 @@ import torch
 
 from minivess.adapters import CheckpointInfo, ModelAdapter
 from minivess.data.io import NIFTI_SUFFIXES, TIFF_SUFFIXES, read_volume, write_nifti
+from minivess.data.resample import predict_at_spacing
 from minivess.data.transforms import normalise_intensity
 from minivess.data.volume import Volume
 from minivess.errors import ConfigError, DataError
@@ -244,12 +245,23 @@ class Predictor:
     def probabilities(self, volume: Volume) -> torch.Tensor:
         """Softmax class probabilities ``(classes, H, W, D)`` (float32, CPU) of a raw volume.
 
+        A model with a ``target_spacing_um`` predicts at that voxel size (from the volume's
+        affine) and its probabilities are resampled back, so the shape is always the volume's.
+
         Raises:
             DataError: The volume is not 3D, not numeric, or holds NaN/inf (names the file).
         """
         check_volume(volume)
-        image = normalise_intensity(volume.array[None], self.settings.preprocessing.percentiles)
-        return self.runner.probabilities(image, self.settings.inference)
+        preprocessing = self.settings.preprocessing
+        image = normalise_intensity(volume.array[None], preprocessing.percentiles)
+        # A model trained at another voxel size sees the input resampled there; its output comes
+        # back to exactly the input's shape before anything is thresholded.
+        return predict_at_spacing(
+            lambda x: self.runner.probabilities(x, self.settings.inference),
+            image,
+            volume.spacing,
+            preprocessing.target_spacing_um,
+        )
 
     def predict(self, volume: Volume) -> Prediction:
         """Vessel mask and probability of a raw volume, on its grid.

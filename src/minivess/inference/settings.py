@@ -7,6 +7,9 @@ Training writes both into the checkpoint's ``extra`` (see
     "inference": {"roi_size": [96, 96, 16], "overlap": 0.25, "sw_batch_size": 1,
                   "precision": "auto"}
 
+with ``"target_spacing_um": [h, w, d]`` in ``preprocessing`` when the model was trained on
+resampled volumes.
+
 They are read back here and validated with the same pydantic models the experiment config uses,
 so a checkpoint that predicts in training predicts identically everywhere else.
 """
@@ -14,7 +17,7 @@ so a checkpoint that predicts in training predicts identically everywhere else.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -32,6 +35,17 @@ class Preprocessing(BaseModel):
     """Percentile mapped to 0."""
     percentile_upper: float = Field(ge=0.0, le=100.0)
     """Percentile mapped to 1."""
+    target_spacing_um: (
+        tuple[
+            Annotated[float, Field(gt=0.0)] | None,
+            Annotated[float, Field(gt=0.0)] | None,
+            Annotated[float, Field(gt=0.0)] | None,
+        ]
+        | None
+    ) = None
+    """Voxel size (H, W, D) the model was trained at (``data.target_spacing_um``); inputs are
+    resampled to it and predictions back to the input's grid. ``None`` entries keep an axis;
+    ``None`` (and checkpoints written before the setting existed) predicts on the input's grid."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:

@@ -8,10 +8,12 @@ The rules (each plan file repeats the one that decided each value, with the numb
   micrometres along every axis.
 - **Patches per step**: as many as the budget holds, at least 2 (batch statistics), at most
   5% of the dataset's voxels per step (nnU-Net's cap), split into volumes x patches per volume.
-- **Resampling**: never along depth when its spacing is more than 3x the in-plane spacing
-  (nnU-Net's anisotropy threshold); in-plane only when spacing varies more than 2x between
-  volumes *and* vessel radii are more alike in micrometres than in voxels (then a common
-  spacing makes vessels look alike to the network; otherwise it makes them less alike).
+- **Resampling** (``data.target_spacing_um``, which training honours): never along depth when
+  its spacing is more than 3x the in-plane spacing (nnU-Net's anisotropy threshold; that entry
+  is ``null``, each volume keeps its own); in-plane to the median spacing only when spacing
+  varies more than 2x between volumes *and* vessel radii are more alike in micrometres than in
+  voxels (then a common spacing makes vessels look alike to the network; otherwise it makes
+  them less alike). Patch size and the 5% cap are then planned on the resampled shapes.
 - **Sliding window**: windows of the training patch size (larger windows pad thin stacks with
   zeros the network never saw); overlap 0.5 on a GPU (nnU-Net), 0.25 on a CPU (half the
   windows).
@@ -76,14 +78,14 @@ class PlanSetting(BaseModel):
 
 
 class Resampling(BaseModel):
-    """Whether volumes should be resampled before training, and why."""
+    """Whether training should resample volumes to a common voxel size, and why."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     resample: bool
-    """Resample the in-plane axes to ``target_spacing_um``."""
-    target_spacing_um: list[float] | None = None
-    """Voxel size (H, W, D) to resample to, when ``resample``."""
+    """Resample to ``target_spacing_um`` (the plan's ``data.target_spacing_um``)."""
+    target_spacing_um: list[float | None] | None = None
+    """Voxel size (H, W, D) to resample to, when ``resample``; ``None`` keeps an axis."""
     reason: str
     """The rule and numbers that decided."""
 
@@ -116,7 +118,7 @@ class Plan(BaseModel):
     settings: dict[str, PlanSetting]
     """Dotted config key -> planned value and reason."""
     resampling: Resampling
-    """Resampling decision (minivess trains at the prepared spacing)."""
+    """Resampling decision, also planned as ``data.target_spacing_um``."""
     fingerprint: dict[str, Any]
     """The dataset fingerprint the plan was derived from."""
 
@@ -206,15 +208,22 @@ def derive_plan(
     budget = (memory_gb if memory_gb is not None else default_budget_gb(device)) * 1e9
     memory = memory or MemoryModel.probe(model)
     rule = model.size_rule()
-    spacing = fingerprint.median_spacing()
-    patch, patch_reason = plan_patch(fingerprint.median_shape(), spacing, rule, memory, budget)
-    n_patches, n_reason = plan_patches_per_step(patch, memory, budget, fingerprint.total_voxels())
+    resampling = resampling_decision(fingerprint)
+    shapes, spacings = _training_grids(fingerprint, resampling.target_spacing_um)
+    median_shape = tuple(int(s) for s in np.median(shapes, axis=0))
+    spacing = tuple(float(s) for s in np.median(spacings, axis=0))
+    patch, patch_reason = plan_patch(median_shape, spacing, rule, memory, budget)
+    total_voxels = int(np.prod(shapes, axis=1).sum())
+    n_patches, n_reason = plan_patches_per_step(patch, memory, budget, total_voxels)
     per_volume = 2 if n_patches % 2 == 0 else 1
     dataset = fingerprint.dataset_dir
     splits = Path(splits_file) if splits_file is not None else dataset / "splits.json"
     settings = {
         "data.dataset_dir": PlanSetting(value=str(dataset), reason="the fingerprinted dataset"),
         "data.splits_file": PlanSetting(value=str(splits), reason="its cross-validation splits"),
+        "data.target_spacing_um": PlanSetting(
+            value=resampling.target_spacing_um, reason=resampling.reason
+        ),
         "data.patch_size": PlanSetting(value=list(patch), reason=patch_reason),
         "data.samples_per_volume": PlanSetting(value=per_volume, reason=n_reason),
         "training.batch_size": PlanSetting(value=n_patches // per_volume, reason=n_reason),
@@ -235,7 +244,7 @@ def derive_plan(
         memory_budget_gb=round(budget / 1e9, 3),
         estimated_step_gb=round(memory.step_bytes(patch, n_patches) / 1e9, 3),
         settings=settings,
-        resampling=resampling_decision(fingerprint),
+        resampling=resampling,
         fingerprint=fingerprint.to_dict(),
     )
 
@@ -333,18 +342,40 @@ def resampling_decision(fingerprint: DatasetFingerprint) -> Resampling:
     )
     if spread_um < spread_vox:
         target = float(np.median(in_plane))
+        depth_target = None if anisotropy > DEPTH_ANISOTROPY else float(np.median(depth))
         return Resampling(
             resample=True,
-            target_spacing_um=[target, target, float(np.median(depth))],
-            reason=f"{numbers}: vessels are more alike at a common spacing, so resample "
-            f"in-plane to the median {target:.3f} um (minivess trains at the prepared "
-            f"spacing: resample the volumes before preparing them); {depth_note}",
+            target_spacing_um=[target, target, depth_target],
+            reason=f"{numbers}: vessels are more alike at a common spacing, so training "
+            f"resamples in-plane to the median {target:.3f} um and prediction maps back to "
+            f"each input's grid; {depth_note}",
         )
     return Resampling(
         resample=False,
         reason=f"{numbers}: vessels are more alike in voxels than in um, so a common spacing "
         f"would make them less alike to the network; {depth_note}",
     )
+
+
+def _training_grids(
+    fingerprint: DatasetFingerprint, target: Sequence[float | None] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shapes and voxel sizes (n_volumes x 3) of the volumes as training sees them."""
+    from minivess.data.resample import resampled_shape
+
+    shapes = np.array([v.shape for v in fingerprint.volumes])
+    spacings = np.array([v.spacing for v in fingerprint.volumes], dtype=np.float64)
+    if target is None:
+        return shapes, spacings
+    shapes = np.array([resampled_shape(v.shape, v.spacing, target) for v in fingerprint.volumes])
+    spacings = np.array(
+        [
+            [s if t is None else t for s, t in zip(v.spacing, target, strict=True)]
+            for v in fingerprint.volumes
+        ],
+        dtype=np.float64,
+    )
+    return shapes, spacings
 
 
 def _pos_neg(fingerprint: DatasetFingerprint) -> PlanSetting:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from mlflow.pyfunc import PythonModel
 
-from minivess.errors import DataError
+from minivess.errors import ConfigError, DataError
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 """Key of the checkpoint file in the model's ``artifacts``."""
@@ -61,6 +61,14 @@ class MinivessPyfunc(PythonModel):
         return np.stack([self._predict_one(volume) for volume in volumes])
 
     def _predict_one(self, volume: np.ndarray) -> np.ndarray:
+        target = self.preprocessing.get("target_spacing_um")
+        if target is not None:
+            # A bare array has no voxel size to resample from.
+            raise ConfigError(
+                f"this model predicts at its training voxel size {list(target)} um and a bare "
+                "array carries no voxel size: predict files with `minivess predict` or "
+                "minivess.inference.Predictor"
+            )
         probabilities = self.adapter.predict_volume(
             preprocess(volume, self.preprocessing),
             roi_size=self.inference["roi_size"],

@@ -96,8 +96,14 @@ def _epoch_seeder(loader: Any, seed: int, rank: int = 0) -> Callable[[int], None
 def checkpoint_extras(cfg: ExperimentConfig) -> dict[str, Any]:
     """What a checkpoint needs beyond weights to predict on its own: preprocessing and window."""
     lower, upper = cfg.data.intensity_percentiles
+    preprocessing: dict[str, Any] = {
+        "percentile_lower": float(lower),
+        "percentile_upper": float(upper),
+    }
+    if cfg.data.target_spacing_um is not None:
+        preprocessing["target_spacing_um"] = list(cfg.data.target_spacing_um)
     return {
-        "preprocessing": {"percentile_lower": float(lower), "percentile_upper": float(upper)},
+        "preprocessing": preprocessing,
         "inference": {
             "roi_size": [int(v) for v in cfg.inference.roi_size],
             "overlap": float(cfg.inference.overlap),
@@ -149,6 +155,7 @@ def build_trainer(
         overlap=cfg.inference.overlap,
         sw_batch_size=cfg.inference.sw_batch_size,
         precision=cfg.inference.precision,
+        target_spacing_um=cfg.data.target_spacing_um,
     )
     trainer = Trainer(
         adapter,

@@ -122,7 +122,69 @@ def test_resampling_when_vessels_are_alike_in_micrometres() -> None:
     )
     decision = resampling_decision(fp)
     assert decision.resample
-    assert decision.target_spacing_um == [1.0, 1.0, 5.0]
+    # depth (5x the in-plane spacing) is never resampled: each volume keeps its own
+    assert decision.target_spacing_um == [1.0, 1.0, None]
+    assert "depth is never resampled" in decision.reason
+
+
+def test_near_isotropic_depth_is_resampled_with_the_plane() -> None:
+    fp = dataset(
+        volume("a", (0.6, 0.6, 1.0), radius_um=4.0),
+        volume("b", (1.0, 1.0, 2.0), radius_um=4.2),
+        volume("c", (2.5, 2.5, 3.0), radius_um=3.9),
+    )
+    assert resampling_decision(fp).target_spacing_um == [1.0, 1.0, 2.0]
+
+
+ALIKE_IN_UM = (
+    volume("fine", (0.5, 0.5, 5.0), radius_um=4.0, shape=(512, 512, 16)),
+    volume("mid", (1.0, 1.0, 5.0), radius_um=4.2, shape=(256, 256, 16)),
+    volume("coarse", (2.0, 2.0, 5.0), radius_um=3.9, shape=(128, 128, 16)),
+)
+
+
+@pytest.fixture
+def resampling_plan(tmp_path: Path) -> Path:
+    plan = derive_plan(
+        dataset(*ALIKE_IN_UM), ModelConfig(name="segresnet"), memory_gb=1.0, memory=SIMPLE
+    )
+    return plan.save(tmp_path / "plan.yaml")
+
+
+def test_a_resampling_plan_sets_the_training_spacing(resampling_plan: Path) -> None:
+    plan = Plan.load(resampling_plan)
+    setting = plan.settings["data.target_spacing_um"]
+    assert setting.value == [1.0, 1.0, None]
+    assert "median 1.000 um" in setting.reason
+    cfg = compose(plan.overrides())
+    assert cfg.data.target_spacing_um == (1.0, 1.0, None)
+
+
+def test_the_patch_is_planned_on_the_resampled_volumes(resampling_plan: Path) -> None:
+    # resampled to 1 um every volume is 256x256x16 (512 x 0.5, 256 x 1, 128 x 2), so the median
+    # shape the patch starts from is 256x256x16, whatever the prepared shapes
+    plan = Plan.load(resampling_plan)
+    assert "(256, 256, 16)" in plan.settings["data.patch_size"].reason
+
+
+def test_the_command_line_overrides_the_planned_spacing(resampling_plan: Path) -> None:
+    from minivess.cli.train import with_plan
+
+    for user, expected in (
+        (["data.target_spacing_um=null"], None),
+        (["data.target_spacing_um=[0.8,0.8,null]"], (0.8, 0.8, None)),
+        ([], (1.0, 1.0, None)),
+    ):
+        overrides, logged = with_plan(resampling_plan, user)
+        assert compose(overrides).data.target_spacing_um == expected
+        assert logged == (resampling_plan,)
+
+
+def test_a_plan_without_resampling_trains_at_the_prepared_spacing() -> None:
+    fp = dataset(volume("a", (1.0, 1.0, 5.0)), volume("b", (1.5, 1.5, 5.0)))
+    plan = derive_plan(fp, ModelConfig(name="segresnet"), memory_gb=1.0, memory=SIMPLE)
+    assert plan.settings["data.target_spacing_um"].value is None
+    assert compose(plan.overrides()).data.target_spacing_um is None
 
 
 @pytest.mark.parametrize(("fraction", "ratio"), [(0.03, [2.0, 1.0]), (0.2, [1.0, 1.0])])
