@@ -121,19 +121,20 @@ def _window_voxels(predictor: Predictor, volume: Volume) -> int:
     return sum(seen)
 
 
+def _without_spacing(checkpoint: Path) -> Predictor:
+    """The same weights and settings, predicting on the input's grid."""
+    adapter, info = load_checkpoint(checkpoint)
+    stored = info.extra["preprocessing"]
+    preprocessing = {k: v for k, v in stored.items() if k != "target_spacing_um"}
+    return Predictor(
+        adapter, PredictionSettings.from_extra({**info.extra, "preprocessing": preprocessing})
+    )
+
+
 def test_the_network_runs_at_the_training_spacing(planned_run: Any, mixed_spacing: Path) -> None:
     _, checkpoint = planned_run
     resampling = Predictor.from_source(checkpoint)
-    adapter, info = load_checkpoint(checkpoint)
-    plain_settings = PredictionSettings.from_extra(
-        {
-            **info.extra,
-            "preprocessing": {
-                k: v for k, v in info.extra["preprocessing"].items() if k != "target_spacing_um"
-            },
-        }
-    )
-    plain = Predictor(adapter, plain_settings)
+    plain = _without_spacing(checkpoint)
     fine, _, coarse = (read_volume(p) for p in _prepared_images(mixed_spacing))
     assert (fine.spacing[0], coarse.spacing[0]) == (0.5, 2.0)
     # 96x96 at 0.5 um is seen as 48x48; 24x24 at 2 um is seen as 48x48
@@ -244,3 +245,41 @@ def test_a_bad_stored_spacing_is_a_checkpoint_error(tmp_path: Path, tiny_adapter
     path = tiny_adapter.save_checkpoint(tmp_path / "bad.pt", extra=bad)
     with pytest.raises(CheckpointError, match="target_spacing_um"):
         Predictor.from_source(path)
+
+
+def test_a_real_volume_is_predicted_on_its_own_grid(planned_run: Any, vesselnn_dir: Path) -> None:
+    """A crop of poon2015_plaqueVessels (2.485 um in-plane) through a model trained at 1 um."""
+    from minivess.data.io import parse_ome_spacing, read_tiff
+    from minivess.data.volume import affine_from_spacing
+
+    name = "poon2015_plaqueVessels"
+    image = read_tiff(next((vesselnn_dir / "denoised").glob(f"{name}_*")))
+    spacing = parse_ome_spacing(
+        (vesselnn_dir / "metadata" / f"{name}_metadata.xml.txt").read_bytes()
+    )
+    assert spacing is not None
+    assert spacing[0] == pytest.approx(2.485, abs=1e-3)
+    affine = affine_from_spacing(spacing)
+    affine[:3, 3] = (12.0, -3.0, 40.0)  # an origin the outputs must keep
+    crop = Volume(np.ascontiguousarray(image.array[0:40, 96:130, :]), affine)
+    _, checkpoint = planned_run
+    predictor = Predictor.from_source(checkpoint)
+    prediction = predictor.predict(crop)
+    for output in (prediction.mask, prediction.probability):
+        assert output.shape == crop.shape
+        np.testing.assert_array_equal(output.affine, crop.affine)
+    # the network saw the crop at 1 um: about 2.5x as many in-plane voxels per axis
+    assert _window_voxels(predictor, crop) > 4 * _window_voxels(_without_spacing(checkpoint), crop)
+
+
+def test_the_pyfunc_flavour_refuses_bare_arrays_for_a_resampling_model(planned_run: Any) -> None:
+    from types import SimpleNamespace
+
+    from minivess.errors import ConfigError
+    from minivess.tracking.pyfunc import CHECKPOINT_ARTIFACT, MinivessPyfunc
+
+    _, checkpoint = planned_run
+    model = MinivessPyfunc()
+    model.load_context(SimpleNamespace(artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)}))
+    with pytest.raises(ConfigError, match="carries no voxel size"):
+        model.predict(None, np.zeros((1, 16, 16, 8), np.float32))
