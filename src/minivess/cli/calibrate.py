@@ -98,8 +98,16 @@ def calibrate(
     fold: int = _FOLD,
     subset: str = _SUBSET,
     out: Path = _OUT,
+    method: str = typer.Option(
+        "platt",
+        "--method",
+        help="platt (logit slope and intercept: also moves a bias) or temperature (slope only).",
+    ),
     sampling: str = typer.Option(
-        "balanced", "--sampling", help="balanced (vessel = background voxels) or prevalence."
+        "prevalence",
+        "--sampling",
+        help="prevalence (voxels as they come) or balanced (vessel = background voxels; a "
+        "Platt fit is then shifted back to the volumes' vessel prior).",
     ),
     report_dir: Path = _REPORT,
     log: bool = _LOG,
@@ -107,31 +115,39 @@ def calibrate(
     device: str = _DEVICE,
     seed: int = _SEED,
 ) -> None:
-    """Fit temperature scaling on validation crops; report ECE before/after on held-out crops."""
+    """Fit Platt or temperature scaling on validation crops; report ECE on held-out crops.
+
+    A conformal threshold or prediction sets already stored in the model are carried over to
+    the new calibrated probability (they keep selecting the same voxels).
+    """
     from minivess.errors import ConfigError
     from minivess.evaluation.figures import save_png
     from minivess.uncertainty.head import UncertaintyHead
+    from minivess.uncertainty.workflow import METHODS
     from minivess.uncertainty.workflow import calibrate as fit
 
+    if method not in METHODS:
+        raise ConfigError(f"--method must be {' or '.join(METHODS)}; got {method!r}")
     if sampling not in ("balanced", "prevalence"):
         raise ConfigError(f"--sampling must be balanced or prevalence; got {sampling!r}")
     volumes = _scored(model, data, fold, subset, device)
-    result = fit(volumes, sampling=sampling, seed=seed)  # type: ignore[arg-type]
-    head = UncertaintyHead(calibration=result.temperature, report=result.report)
+    result = fit(volumes, method=method, sampling=sampling, seed=seed)  # type: ignore[arg-type]
+    head = UncertaintyHead(calibration=result.calibration, report=result.report)
     card, files = _save(model, out, report_dir, head, result.report)
     files.append(save_png(result.figure, files[0].parent / "reliability.png"))
     before, after = result.report["calibration_before"], result.report["calibration_after"]
     for name in ("ece", "adaptive_ece", "class_balanced_ece", "brier"):
         console.print(f"{name:>20}: {before[name]:.4f} -> {after[name]:.4f}", highlight=False)
     console.print(
-        f"[green]wrote[/] {out} (temperature {result.temperature.temperature:.3f}) and "
+        f"[green]wrote[/] {out} ({result.calibration.describe()}) and "
         f"{len(files)} report files in {files[0].parent}",
         highlight=False,
     )
     if log or register:
         metrics = {f"{k}_before": before[k] for k in ("ece", "class_balanced_ece", "brier")}
         metrics |= {f"{k}_after": after[k] for k in ("ece", "class_balanced_ece", "brier")}
-        metrics["temperature"] = result.temperature.temperature
+        stored = result.calibration.to_dict()
+        metrics |= {f"calibration_{k}": stored[k] for k in ("scale", "bias") if k in stored}
         _log("calibrate", out, card, files, metrics, register)
 
 

@@ -67,9 +67,10 @@ def _uncertainty_section(extra: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     calibration = stored.get("calibration")
     if calibration:
-        scale = float(calibration["scale"])
+        from minivess.uncertainty.calibration import calibration_from_dict
+
         lines.append(
-            f"**Calibration**: temperature scaling, T = {1 / scale:.3f} (logit x {scale:.3f}), "
+            f"**Calibration**: {calibration_from_dict(calibration).describe()}, "
             f"fitted on {calibration.get('n_voxels', '?')} {calibration.get('sampling', '')} "
             "voxels."
         )

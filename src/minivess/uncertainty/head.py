@@ -5,27 +5,29 @@ JSON values (never a pickle), so the checkpoint file, the MLflow model holding i
 service that loads it carry them::
 
     "uncertainty": {
-        "calibration": {"method": "temperature", "scale": 0.41, "n_voxels": 400000},
+        "calibration": {"method": "platt", "scale": 0.97, "bias": -0.42, "n_voxels": 400000},
         "fnr_control": {"alpha": 0.1, "threshold": 0.23, "n_calibration": 24, ...},
         "prediction_sets": {"alpha": 0.1, "vessel_from": 0.62, "background_to": 0.38, ...},
         "report": {...}
     }
 
 :class:`UncertaintyHead` reads it back and turns a P(vessel) map into a calibrated map, the
-risk-controlled mask and the three-state (vessel / background / uncertain) map.
+risk-controlled mask and the three-state (vessel / background / uncertain) map. The conformal
+cut-offs apply to the probability they were fitted on: the calibrated one when the model stores
+a calibration (``calibration`` is ``{"method": "temperature", ...}`` in older checkpoints).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 
 from minivess.errors import ConfigError
-from minivess.uncertainty.calibration import TemperatureScaling
+from minivess.uncertainty.calibration import Calibration, calibration_from_dict
 from minivess.uncertainty.conformal import FNRControl, PredictionSets
 
 EXTRA_KEY = "uncertainty"
@@ -37,7 +39,7 @@ class UncertaintyMaps:
     """Per-voxel outputs of :meth:`UncertaintyHead.apply` (``None`` where not configured).
 
     Args:
-        probability: P(vessel), calibrated when the model has a temperature.
+        probability: P(vessel), calibrated when the model stores a calibration.
         conformal_mask: uint8 mask ``P(vessel) > threshold`` with expected FNR <= alpha.
         prediction_set: uint8 map, 0 background, 1 vessel, 2 uncertain.
     """
@@ -52,13 +54,13 @@ class UncertaintyHead:
     """Post-processing of P(vessel) fitted after training and stored with the model.
 
     Args:
-        calibration: Temperature applied to P(vessel) first.
+        calibration: Temperature or Platt scaling applied to P(vessel) first.
         fnr_control: Conformal threshold on the (calibrated) probability.
         prediction_sets: Split-conformal set cut-offs on the (calibrated) probability.
         report: Measured numbers (ECE before/after, calibration FNR, ...) for model cards.
     """
 
-    calibration: TemperatureScaling | None = None
+    calibration: Calibration | None = None
     fnr_control: FNRControl | None = None
     prediction_sets: PredictionSets | None = None
     report: dict[str, Any] = field(default_factory=dict)
@@ -107,7 +109,7 @@ class UncertaintyHead:
         fnr = values.get("fnr_control")
         sets = values.get("prediction_sets")
         return cls(
-            calibration=TemperatureScaling.from_dict(calibration) if calibration else None,
+            calibration=calibration_from_dict(calibration) if calibration else None,
             fnr_control=FNRControl.from_dict(fnr) if fnr else None,
             prediction_sets=PredictionSets.from_dict(sets) if sets else None,
             report=dict(values.get("report") or {}),
@@ -120,13 +122,43 @@ class UncertaintyHead:
         return cls.from_dict(values) if values else None
 
     def merged(self, other: UncertaintyHead) -> UncertaintyHead:
-        """This head with every part ``other`` defines replaced by ``other``'s."""
+        """This head with every part ``other`` defines replaced by ``other``'s.
+
+        When ``other`` brings a new calibration, this head's conformal cut-offs (fitted on the
+        old calibrated probability) are carried over to the new one: both maps are increasing,
+        so ``new(old^-1(threshold))`` selects exactly the same voxels and the guarantee
+        measured for the old cut-off still holds.
+        """
+        calibration = other.calibration or self.calibration
+        fnr_control, sets = self.fnr_control, self.prediction_sets
+        if other.calibration is not None and other.calibration != self.calibration:
+            old, new = self.calibration, other.calibration
+            if fnr_control is not None:
+                threshold = _carried(fnr_control.threshold, old, new)
+                fnr_control = replace(fnr_control, threshold=threshold)
+            if sets is not None:
+                sets = replace(
+                    sets,
+                    vessel_from=_carried(sets.vessel_from, old, new),
+                    background_to=_carried(sets.background_to, old, new),
+                )
         return UncertaintyHead(
-            calibration=other.calibration or self.calibration,
-            fnr_control=other.fnr_control or self.fnr_control,
-            prediction_sets=other.prediction_sets or self.prediction_sets,
+            calibration=calibration,
+            fnr_control=other.fnr_control or fnr_control,
+            prediction_sets=other.prediction_sets or sets,
             report={**self.report, **other.report},
         )
+
+
+def _carried(cut: float, old: Calibration | None, new: Calibration) -> float:
+    """The cut-off on ``new``-calibrated P(vessel) that selects what ``cut`` did under ``old``.
+
+    Cut-offs outside (0, 1) (``inf`` for "never") select all or nothing and are kept.
+    """
+    if not 0.0 < cut < 1.0:
+        return cut
+    raw = old.inverse(cut) if old is not None else np.float64(cut)
+    return float(new.apply(np.asarray(raw, dtype=np.float64)))
 
 
 def save_with_uncertainty(source: str | Path, target: str | Path, head: UncertaintyHead) -> Path:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
-from minivess.errors import DataError
-from minivess.uncertainty.calibration import Sampling, TemperatureScaling, fit_temperature
+from minivess.errors import ConfigError, DataError
+from minivess.uncertainty.calibration import Calibration, Sampling, fit_platt, fit_temperature
 from minivess.uncertainty.conformal import (
     FNRControl,
     PredictionSets,
@@ -32,11 +32,16 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+Method = Literal["platt", "temperature"]
+"""Calibration map to fit: Platt scaling (slope and intercept) or temperature (slope only)."""
+METHODS: tuple[str, ...] = get_args(Method)
+
+
 @dataclass(frozen=True)
 class CalibrationFit:
-    """A fitted temperature, its held-out report and reliability diagram."""
+    """A fitted calibration, its held-out report and reliability diagram."""
 
-    temperature: TemperatureScaling
+    calibration: Calibration
     report: dict[str, Any]
     figure: Figure
 
@@ -63,24 +68,42 @@ def _halves(volumes: Sequence[ScoredVolume], seed: int) -> tuple[list[Crop], lis
 
 
 def calibrate(
-    volumes: Sequence[ScoredVolume], *, sampling: Sampling = "balanced", seed: int = 0
+    volumes: Sequence[ScoredVolume],
+    *,
+    method: Method = "platt",
+    sampling: Sampling = "prevalence",
+    seed: int = 0,
 ) -> CalibrationFit:
-    """Fit a temperature on half of the volumes' crops; report before/after on the rest.
+    """Fit a calibration on half of the volumes' crops; report before/after on the rest.
+
+    Args:
+        volumes: Labelled volumes with the model's uncalibrated P(vessel).
+        method: ``"platt"`` or ``"temperature"``.
+        sampling: ``"prevalence"`` or ``"balanced"`` fitting voxels (a balanced Platt fit is
+            shifted back to the volumes' prior, see :func:`fit_platt`).
+        seed: Seed of the crop split and voxel sampling.
 
     Raises:
         DataError: Too few crops with vessels.
+        ConfigError: Unknown method or sampling.
     """
+    if method not in METHODS or sampling not in get_args(Sampling):
+        raise ConfigError(
+            f"calibration method must be one of {', '.join(METHODS)} and sampling one of "
+            f"{', '.join(get_args(Sampling))}; got {method!r}, {sampling!r}"
+        )
     fit_on, held_out = _halves(volumes, seed)
-    temperature = fit_temperature(
+    fit = fit_platt if method == "platt" else fit_temperature
+    calibration = fit(
         [c.prob for c in fit_on], [c.label for c in fit_on], seed=seed, sampling=sampling
     )
     prob, label = pooled([c.prob for c in held_out]), pooled([c.label for c in held_out])
-    calibrated = temperature.apply(prob)
+    calibrated = calibration.apply(prob)
     before, after = calibration_metrics(prob, label), calibration_metrics(calibrated, label)
     figure = reliability_diagram(
         {"before": (prob, label), "after": (calibrated, label)},
         reports={"before": before, "after": after},
-        title=f"held-out crops ({len(held_out)}), temperature {temperature.temperature:.2f}",
+        title=f"held-out crops ({len(held_out)}), {method} ({sampling} voxels)",
     )
     report = {
         "calibration_before": before.to_dict(),
@@ -88,8 +111,10 @@ def calibrate(
         "calibration_volumes": sorted({v.id for v in volumes}),
         "calibration_fit_crops": len(fit_on),
         "calibration_heldout_crops": len(held_out),
+        "calibration_method": method,
+        "calibration_argmax_moved": float(np.mean((calibrated > 0.5) != (prob > 0.5))),
     }
-    return CalibrationFit(temperature, report, figure)
+    return CalibrationFit(calibration, report, figure)
 
 
 def conformalize(
@@ -97,7 +122,7 @@ def conformalize(
     *,
     alpha: float,
     set_alpha: float | None = None,
-    calibration: TemperatureScaling | None = None,
+    calibration: Calibration | None = None,
     seed: int = 0,
 ) -> ConformalFit:
     """Fit FNR control and prediction sets on half the crops; measure them on the other half.
@@ -106,7 +131,8 @@ def conformalize(
         volumes: Labelled volumes with the model's uncalibrated P(vessel).
         alpha: Target expected FNR of the conformal mask.
         set_alpha: Miscoverage of the prediction sets (defaults to ``alpha``).
-        calibration: The model's temperature, applied before anything is fitted.
+        calibration: The model's stored calibration, applied before anything is fitted (the
+            cut-offs then apply to the calibrated probability, as prediction does).
         seed: Seed of the crop split and voxel sampling.
 
     Raises:

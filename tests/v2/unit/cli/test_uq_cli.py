@@ -44,7 +44,7 @@ def test_calibrate_then_conformal_store_both_and_log(
     assert result.exit_code == 0, result.output
     report = tmp_path / "calibrated.d"
     assert {"report.json", "model_card.md", "reliability.png"} <= {p.name for p in report.iterdir()}
-    assert "Calibration**: temperature scaling" in (report / "model_card.md").read_text()
+    assert "Calibration**: Platt scaling" in (report / "model_card.md").read_text()
 
     final = tmp_path / "uq.pt"
     result = run("conformal", "-m", str(calibrated), "-d", data, "--subset", "all",
