@@ -84,6 +84,52 @@ def download(
     console.print(f"[green]verified[/] {len(files)} files in {dest}", highlight=False)
 
 
+@data_app.command("pull")
+def pull(
+    repo: Path = typer.Option(Path("."), "--repo", help="The DVC repository (or a folder in it)."),
+    remote: str = typer.Option(
+        None, "--remote", "-r", help="Remote named in .dvc/config [default: dvc.remote or core]."
+    ),
+    verify: bool = typer.Option(
+        True, "--verify/--no-verify", help="Hash every pulled file against DVC's md5 records."
+    ),
+) -> None:
+    """Pull the DVC-tracked data: resumes after a kill, refuses damaged remote copies."""
+    from minivess.config.settings import get_settings
+    from minivess.data.dvc_pull import pull as dvc_pull
+
+    settings = get_settings()
+    remote_url = None if remote else settings.dvc.remote
+    if remote_url and "://" not in remote_url:  # a folder, relative to the project root
+        remote_url = str((settings.root / remote_url).resolve())
+    report = dvc_pull(repo, remote=remote, remote_url=remote_url, verify=verify)
+    if report.reclaimed_files:
+        console.print(
+            f"removed {report.reclaimed_files} partial copies left by an interrupted pull "
+            f"({report.reclaimed_bytes} bytes)",
+            highlight=False,
+        )
+    console.print(
+        f"[green]pulled[/] from {report.remote}: {report.fetched} fetched, {report.added} "
+        f"added, {report.modified} modified",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if report.repaired_files:
+        console.print(
+            f"[yellow]pulled again[/] {report.repaired_files} files that differed from DVC's "
+            "records (their damaged cache copies deleted)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if verify:
+        console.print(
+            f"[green]verified[/] {report.verified_files} files ({report.verified_bytes} bytes) "
+            "against the md5 DVC records",
+            highlight=False,
+        )
+
+
 @data_app.command("synth")
 def synth(
     out: Path = typer.Argument(..., help="Output folder (Decathlon layout: imagesTr/, labelsTr/)."),
