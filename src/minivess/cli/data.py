@@ -118,7 +118,7 @@ def pull(
     if report.repaired_files:
         console.print(
             f"[yellow]pulled again[/] {report.repaired_files} files that differed from DVC's "
-            "records (their damaged cache copies deleted)",
+            "records (damaged cache copies deleted first)",
             highlight=False,
             soft_wrap=True,
         )
