@@ -3,27 +3,40 @@
 Like a checkpoint, an exported model predicts with nothing but the file: the adapter and its
 config, the input size rule, the intensity normalisation and the sliding window travel with the
 graph as ``minivess.*`` string properties (JSON where structured), readable by any ONNX tool
-(Netron shows them under "metadata").
+(Netron shows them under "metadata"). So does the model's uncertainty head (calibration and
+conformal results), so an ONNX prediction is calibrated and thresholded like the checkpoint's.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from minivess.adapters import CheckpointError, SizeRule
 from minivess.config.model import InferenceConfig, SpatialSize
 from minivess.config.validation import describe_validation_error
 from minivess.inference.settings import PredictionSettings, Preprocessing
 
+if TYPE_CHECKING:
+    from minivess.uncertainty.head import UncertaintyHead
+
 FORMAT = "minivess-onnx"
 FORMAT_VERSION = 1
 PREFIX = "minivess."
 _JSON_FIELDS = frozenset(
-    {"config", "size_rule", "preprocessing", "inference", "spacing", "code_version", "input_size"}
+    {
+        "config",
+        "size_rule",
+        "preprocessing",
+        "inference",
+        "spacing",
+        "code_version",
+        "input_size",
+        "uncertainty",
+    }
 )
 
 
@@ -82,6 +95,31 @@ class OnnxMetadata(BaseModel):
     """When the checkpoint was written (ISO-8601 UTC)."""
     minivess_version: str
     """minivess version that exported the graph."""
+    uncertainty: dict[str, Any] | None = None
+    """The checkpoint's ``extra["uncertainty"]`` (calibration, conformal threshold, prediction
+    sets; see :class:`~minivess.uncertainty.UncertaintyHead`), applied by
+    :meth:`~minivess.inference.Predictor.from_source` to every prediction of the graph."""
+
+    @field_validator("uncertainty")
+    @classmethod
+    def _valid_head(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Only a head that :class:`~minivess.uncertainty.UncertaintyHead` reads back."""
+        from minivess.errors import ConfigError
+        from minivess.uncertainty.head import UncertaintyHead
+
+        if value is None:
+            return None
+        try:
+            return UncertaintyHead.from_dict(value).to_dict() or None
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @property
+    def head(self) -> UncertaintyHead | None:
+        """The stored uncertainty head, or ``None`` when the model has none."""
+        from minivess.uncertainty.head import UncertaintyHead
+
+        return UncertaintyHead.from_dict(self.uncertainty) if self.uncertainty else None
 
     @property
     def settings(self) -> PredictionSettings:

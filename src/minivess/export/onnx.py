@@ -24,6 +24,7 @@ from minivess.data.io import atomic_path
 from minivess.errors import first_line
 from minivess.export.metadata import OnnxExportError, OnnxMetadata, SizeRuleSpec
 from minivess.inference.settings import PredictionSettings
+from minivess.uncertainty.head import EXTRA_KEY
 
 if TYPE_CHECKING:
     import onnx
@@ -106,6 +107,7 @@ def describe(
         code_version=info.code_version if info is not None else code_version(),
         created_at=info.created_at if info is not None else "",
         minivess_version=minivess.__version__,
+        uncertainty=extra.get(EXTRA_KEY) or None,
     )
 
 
@@ -151,8 +153,9 @@ def cached_export(
 ) -> Path:
     """An export of ``adapter`` from the cache, exporting it first if this exact one is missing.
 
-    The key hashes the weights, the config, the settings and the exporting code's versions, so
-    a retrained or re-configured model never reuses a stale graph.
+    The key hashes the weights, the config, the settings, the uncertainty head and the exporting
+    code's versions, so a retrained, re-configured or re-calibrated model never reuses a stale
+    export.
 
     Args:
         adapter: The trained network.

@@ -211,7 +211,8 @@ class Predictor:
             graph, metadata = load_onnx_source(source)
             runner = OnnxRunner(graph, metadata, device=device, source=Path(str(source)))
             model = ModelInfo.from_onnx(metadata, str(source))
-            return cls(runner, metadata.settings, device=str(device), model=model)
+            head = metadata.head
+            return cls(runner, metadata.settings, device=str(device), model=model, uncertainty=head)
         adapter, info = load_source(source)
         settings = PredictionSettings.from_checkpoint(info)
         if precision is not None:
