@@ -46,7 +46,11 @@ def predict(
         "(same mask), writing uncompressed <name>_mask.nii; one volume, not a folder.",
     ),
 ) -> None:
-    """Write <name>_mask.nii.gz per volume, on exactly the input's grid (shape and affine)."""
+    """Write <name>_mask.nii.gz per volume, on exactly the input's grid (shape and affine).
+
+    A model with conformal results also writes <name>_conformal.nii.gz and <name>_sets.nii.gz;
+    an ensemble (torch backend) writes <name>_mi.nii.gz, its members' mutual information.
+    """
     from minivess.inference import FolderPredictionError, Predictor, predict_folder
 
     _check_input(input_path, memory_budget_mb)

@@ -3,7 +3,8 @@
 Everything here is plain numpy on ``(H, W, D)`` volumes and returns ``uint8`` RGB images with
 rows = y (the transpose of a (x, y) plane), as the evaluation figures show them
 (:mod:`minivess.evaluation.figures`). A map is either the predicted mask (one colour) or a
-voxel-wise value in [0, 1] (P(vessel), its entropy) drawn with a colour map.
+voxel-wise value in [0, 1] (P(vessel), its entropy, conformal uncertainty, ensemble
+disagreement) drawn with a colour map.
 """
 
 from __future__ import annotations
@@ -61,15 +62,36 @@ def conformal_uncertain(prediction: Prediction) -> np.ndarray:
     return (np.asarray(prediction.prediction_set.array) == UNCERTAIN).astype(np.float32)
 
 
+def ensemble_disagreement(prediction: Prediction) -> np.ndarray:
+    """Mutual information between an ensemble's members in bits, in [0, 1].
+
+    0 where the members agree (however unsure each is), 1 where two members vote oppositely
+    with full confidence: the part of the uncertainty that more data or models could remove.
+
+    Raises:
+        DataError: The model is a single network (rule ``no-ensemble``).
+    """
+    if prediction.mutual_information is None:
+        raise DataError(
+            None,
+            "no-ensemble",
+            "this model is a single network, so it has no members to disagree; build an "
+            "ensemble with `minivess ensemble build` and load it (torch backend)",
+        )
+    bits = np.asarray(prediction.mutual_information.array, dtype=np.float32) / np.log(2.0)
+    return np.clip(bits, 0.0, 1.0).astype(np.float32)
+
+
 VALUE_MAPS: dict[str, Callable[[Prediction], np.ndarray]] = {
     "P(vessel)": lambda prediction: np.asarray(prediction.probability.array, dtype=np.float32),
     "entropy": lambda prediction: binary_entropy(prediction.probability.array),
     "uncertain (conformal)": conformal_uncertain,
+    "ensemble disagreement (MI)": ensemble_disagreement,
 }
 """Voxel-wise maps in [0, 1] derived from a prediction, shown as heat overlays by name.
 
-This is where uncertainty views plug in: a map computed from a :class:`Prediction` (an
-ensemble's variance, a conformal set size) is one more entry.
+This is where uncertainty views plug in: a map computed from a :class:`Prediction` is one
+more entry.
 """
 
 

@@ -187,8 +187,12 @@ class EnsembleAdapter(ModelAdapter):
 
         Each member runs its own sliding window (Gaussian blending of its logits, as a single
         model does), so the ensemble of one volume is exactly the combination of what each
-        member predicts alone; :attr:`network` combines per patch instead, for export.
+        member predicts alone; :attr:`network` combines per patch instead, for export. Inside
+        :func:`~minivess.ensemble.disagreement.collect_disagreement`, the members' mutual
+        information is recorded from the same member probabilities.
         """
+        from minivess.ensemble.disagreement import record_disagreement
+
         if device is not None:
             self.network.to(device)
         members = self.member_probabilities(
@@ -198,6 +202,7 @@ class EnsembleAdapter(ModelAdapter):
             sw_batch_size=sw_batch_size,
             precision=precision,
         )
+        record_disagreement(members)
         return combine_probabilities(members, self.config.combine, self._weights())
 
     def member_probabilities(

@@ -8,6 +8,10 @@ With member class probabilities ``p_m`` and their mean ``p``:
   disagreeing (epistemic, "the models do not know"), as opposed to every member being unsure
   (aleatoric, e.g. a blurred vessel wall).
 
+Prediction gets the mutual information of an ensemble without running its members again:
+inside :func:`collect_disagreement`, :meth:`~minivess.ensemble.EnsembleAdapter.predict_volume`
+records the map from the member probabilities it combines anyway.
+
 Example:
     >>> members = torch.tensor([[[0.9], [0.1]], [[0.1], [0.9]]])  # 2 members, 2 classes, 1 voxel
     >>> round(float(mutual_information(members)[0]), 3)
@@ -16,6 +20,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +30,7 @@ import torch
 from minivess.errors import DataError
 
 _EPS = 1e-12
+_RECORDED: ContextVar[list[torch.Tensor] | None] = ContextVar("ensemble_disagreement", default=None)
 
 
 def _check(members: torch.Tensor) -> torch.Tensor:
@@ -73,3 +81,47 @@ class Disagreement:
         return cls(
             vessel_variance(members), predictive_entropy(members), mutual_information(members)
         )
+
+
+@contextmanager
+def collect_disagreement() -> Iterator[list[torch.Tensor]]:
+    """Within the block, each ensemble prediction appends its mutual-information map here.
+
+    The context is per thread (and per asyncio task), so concurrent predictions do not mix.
+
+    Example:
+        >>> with collect_disagreement() as maps:  # doctest: +SKIP
+        ...     probs = ensemble.predict_volume(image, roi_size=(96, 96, 16))
+        >>> maps[0].shape == probs.shape[1:]  # doctest: +SKIP
+        True
+    """
+    maps: list[torch.Tensor] = []
+    token = _RECORDED.set(maps)
+    try:
+        yield maps
+    finally:
+        _RECORDED.reset(token)
+
+
+def record_disagreement(members: torch.Tensor) -> None:
+    """Record the mutual information of ``(members, classes, ...)`` if a collection is open."""
+    maps = _RECORDED.get()
+    if maps is not None:
+        maps.append(mutual_information(members))
+
+
+def on_grid(maps: Sequence[torch.Tensor], shape: Sequence[int]) -> torch.Tensor | None:
+    """The last recorded map at spatial ``shape``, or ``None`` if nothing was recorded.
+
+    A model that predicts at its own voxel size records the map on that grid; it is resampled
+    linearly to ``shape``, as the probabilities are.
+    """
+    if not maps:
+        return None
+    latest = maps[-1].float()
+    if tuple(latest.shape) == tuple(shape):
+        return latest
+    resized = torch.nn.functional.interpolate(
+        latest[None, None], size=tuple(shape), mode="trilinear", align_corners=False
+    )
+    return resized[0, 0]

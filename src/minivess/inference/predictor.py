@@ -37,6 +37,7 @@ MASK_SUFFIX = "_mask.nii.gz"
 PROBABILITY_SUFFIX = "_prob.nii.gz"
 CONFORMAL_SUFFIX = "_conformal.nii.gz"
 SETS_SUFFIX = "_sets.nii.gz"
+MI_SUFFIX = "_mi.nii.gz"
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,11 @@ class Prediction:
             alpha), when the model stores a conformal threshold.
         prediction_set: ``uint8`` 0 background, 1 vessel, 2 uncertain, when the model stores
             conformal prediction sets.
-        calibrated: Whether ``probability`` went through the model's stored temperature (it
-            never changes ``mask``: the temperature keeps P = 0.5 where it is).
+        calibrated: Whether ``probability`` went through the model's stored calibration.
+            ``mask`` is always the model's own argmax: a Platt intercept moves the 0.5 point,
+            so ``probability > 0.5`` may then differ from ``mask`` (a temperature keeps it).
+        mutual_information: ``float32`` mutual information (nats, in [0, ln 2]) between the
+            members of an ensemble model (torch backend): high where they disagree.
     """
 
     mask: Volume
@@ -110,6 +114,7 @@ class Prediction:
     conformal_mask: Volume | None = None
     prediction_set: Volume | None = None
     calibrated: bool = False
+    mutual_information: Volume | None = None
 
 
 class Predictor:
@@ -284,14 +289,19 @@ class Predictor:
             shape=volume.array.shape,
             device=str(self.device),
         ):
-            probs = self.probabilities(volume)
+            probs, disagreement = self._probabilities_and_disagreement(volume)
             mask = probs.argmax(0).to(torch.uint8).numpy()
             vessel = probs[VESSEL_CLASS].numpy().astype(np.float32, copy=False)
             maps = self.uncertainty.apply(vessel) if self.uncertainty is not None else None
         seconds = time.perf_counter() - start
+        mi = None if disagreement is None else volume.with_array(disagreement.numpy())
         if maps is None:
             return Prediction(
-                volume.with_array(mask), volume.with_array(vessel), seconds, self.model
+                volume.with_array(mask),
+                volume.with_array(vessel),
+                seconds,
+                self.model,
+                mutual_information=mi,
             )
         return Prediction(
             mask=volume.with_array(mask),
@@ -301,7 +311,25 @@ class Predictor:
             conformal_mask=_on_grid(volume, maps.conformal_mask),
             prediction_set=_on_grid(volume, maps.prediction_set),
             calibrated=self.uncertainty is not None and self.uncertainty.calibration is not None,
+            mutual_information=mi,
         )
+
+    def _probabilities_and_disagreement(
+        self, volume: Volume
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`probabilities`, and for an ensemble run by torch its members' mutual information.
+
+        The ensemble records the map from the member probabilities it combines, so no member
+        runs twice (:func:`minivess.ensemble.disagreement.collect_disagreement`). An exported
+        ensemble graph outputs only the combination: no map with the onnx backend.
+        """
+        if not isinstance(self.runner, TorchRunner) or self.runner.adapter_name != "ensemble":
+            return self.probabilities(volume), None
+        from minivess.ensemble.disagreement import collect_disagreement, on_grid
+
+        with collect_disagreement() as recorded:
+            probs = self.probabilities(volume)
+        return probs, on_grid(recorded, probs.shape[1:])
 
     def predict_file(
         self, path: str | Path, out_dir: str | Path, *, probabilities: bool = False
@@ -320,7 +348,8 @@ class Predictor:
         Returns:
             The files written: the mask, then the probabilities if asked for, then
             ``<stem>_conformal.nii.gz`` and ``<stem>_sets.nii.gz`` when the model stores
-            conformal results.
+            conformal results, then ``<stem>_mi.nii.gz`` (float32 mutual information of the
+            members) for an ensemble.
 
         Raises:
             DataError: The file is missing, unreadable, not 3D, or holds NaN/inf.
@@ -341,6 +370,7 @@ class Predictor:
         for suffix, extra in (
             (CONFORMAL_SUFFIX, prediction.conformal_mask),
             (SETS_SUFFIX, prediction.prediction_set),
+            (MI_SUFFIX, prediction.mutual_information),
         ):
             if extra is not None:
                 written.append(write_nifti(out_dir / f"{stem}{suffix}", extra.array, like=extra))

@@ -139,3 +139,33 @@ def test_uncertain_overlay_needs_a_conformally_calibrated_model(
     assert summary["conformal_vessel_voxels"] == int(
         np.count_nonzero(result.prediction.conformal_mask.array)
     )
+
+
+def test_disagreement_overlay_needs_an_ensemble(
+    checkpoint: Path, volume_file: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from minivess.adapters import build_adapter, load_checkpoint
+    from minivess.ensemble import build_ensemble, save_ensemble
+
+    plain = Segmenter(PredictorCache(), output_dir=tmp_path).segment(volume_file, str(checkpoint))
+    with pytest.raises(DataError, match="no-ensemble"):
+        plain.overlay("ensemble disagreement (MI)")
+
+    _, info = load_checkpoint(checkpoint)
+    torch.manual_seed(1)
+    other = build_adapter(info.adapter, info.config).save_checkpoint(
+        tmp_path / "seed1.pt", extra=info.extra
+    )
+    ensemble, extra = build_ensemble([checkpoint, other], combine="mean")
+    source = save_ensemble(ensemble, extra, tmp_path / "ensemble.pt")
+    result = Segmenter(PredictorCache(), output_dir=tmp_path / "e").segment(
+        volume_file, str(source)
+    )
+    mi = result.prediction.mutual_information
+    assert mi is not None
+    shown = result.overlay("ensemble disagreement (MI)")
+    assert shown.shape == result.prediction.mask.array.shape
+    np.testing.assert_allclose(shown, mi.array / np.log(2), atol=1e-6)  # bits: 1 = opposite votes
+    assert 0.0 < float(shown.max()) <= 1.0  # two random members disagree somewhere

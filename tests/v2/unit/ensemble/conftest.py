@@ -59,3 +59,12 @@ def member_checkpoints(
         adapter = _train(seed, x, y, steps=15)
         paths.append(adapter.save_checkpoint(folder / f"seed{seed}.pt", extra=PREDICTION_EXTRA))
     return paths
+
+
+@pytest.fixture(scope="session")
+def ensemble_file(member_checkpoints: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The two members as one mean-ensemble checkpoint."""
+    from minivess.ensemble import build_ensemble, save_ensemble
+
+    ensemble, extra = build_ensemble(member_checkpoints, combine="mean")
+    return save_ensemble(ensemble, extra, tmp_path_factory.mktemp("ens") / "ensemble.pt")

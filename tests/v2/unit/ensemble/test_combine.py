@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from minivess.adapters import load_checkpoint
-from minivess.ensemble import EnsembleAdapter, build_ensemble, combine_probabilities, save_ensemble
+from minivess.ensemble import EnsembleAdapter, build_ensemble, combine_probabilities
 from minivess.errors import ConfigError
 from minivess.inference import Predictor
 from minivess.metrics import VesselMetrics
@@ -54,12 +54,6 @@ def test_network_returns_log_of_the_combined_patch_probabilities(
         expected = torch.stack([torch.softmax(m.forward(x), 1) for m in members]).mean(0)
         got = torch.softmax(ensemble.forward(x), 1)
     assert torch.allclose(got, expected, atol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def ensemble_file(member_checkpoints: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ensemble, extra = build_ensemble(member_checkpoints, combine="mean")
-    return save_ensemble(ensemble, extra, tmp_path_factory.mktemp("ens") / "ensemble.pt")
 
 
 def test_one_checkpoint_predicts_through_the_shared_path(
@@ -131,5 +125,9 @@ def test_a_fresh_process_predicts_with_an_ensemble_through_the_cli(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     mask = read_volume(tmp_path / "out" / "vol_mask.nii.gz")
-    expected = Predictor.from_source(ensemble_file).predict(read_volume(source)).mask
-    assert np.array_equal(mask.array, expected.array)
+    expected = Predictor.from_source(ensemble_file).predict(read_volume(source))
+    assert np.array_equal(mask.array, expected.mask.array)
+    mi = read_volume(tmp_path / "out" / "vol_mi.nii.gz")  # the members' disagreement
+    assert expected.mutual_information is not None
+    np.testing.assert_allclose(mi.array, expected.mutual_information.array, atol=1e-6)
+    assert str(tmp_path / "out" / "vol_mi.nii.gz") in done.stdout
