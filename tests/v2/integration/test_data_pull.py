@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.v2.integration.processes import free_port
 from tests.v2.integration.test_dvc_faults import (
     BIN,
     KILLS,
@@ -178,6 +179,21 @@ def test_no_remote_configured_says_how_to_set_one(tmp_path: Path, vesselnn_dir: 
     assert _sha256(project) == project.sha256
 
 
+def test_unreachable_remote(tmp_path: Path, vesselnn_dir: Path) -> None:
+    project = _pushed_project(tmp_path, vesselnn_dir, large_bytes=0)
+    endpoint = f"http://127.0.0.1:{free_port()}"  # the compose stack's MinIO, not running
+    _ok(project.root, "remote", "modify", "--local", "minio", "endpointurl", endpoint)
+    env = _env()
+    env.update(AWS_ACCESS_KEY_ID="minivess", AWS_SECRET_ACCESS_KEY="minivess-secret")
+    env["AWS_MAX_ATTEMPTS"] = "1"  # botocore's retries of a refused connection only add time
+
+    error = _one_line_error(_pull(project.root, "--remote", "minio", env=env))
+    assert "[remote-unreachable] cannot read remote minio (s3://minivess-dvc)" in error
+    assert f'Could not connect to the endpoint URL: "{endpoint}/' in error
+    assert "start the remote or fix its URL, endpoint or credentials" in error
+    assert not project.out.exists()
+
+
 def test_missing_remote_folder_and_object(tmp_path: Path, vesselnn_dir: Path) -> None:
     project = _pushed_project(tmp_path, vesselnn_dir, large_bytes=0)
     moved = project.remote.with_name("remote-moved")
@@ -258,3 +274,35 @@ def test_not_a_repository_and_nothing_to_pull(tmp_path: Path) -> None:
     _ok(tmp_path, "init", "-q")
     error = _one_line_error(_pull(tmp_path))
     assert "[nothing-to-pull] no DVC-tracked data" in error
+
+
+def test_a_running_dvc_process_keeps_its_partial_copies(tmp_path: Path, vesselnn_dir: Path) -> None:
+    """While another DVC process holds the repository lock, nothing is deleted or pulled."""
+    project = _pushed_project(tmp_path, vesselnn_dir, large_bytes=0)
+    project.out.mkdir(parents=True)
+    in_flight = project.out / f".{'C' * 22}.tmp"
+    in_flight.write_bytes(b"z" * 10)
+    holder = subprocess.Popen(
+        [
+            str(BIN / "python"),
+            "-c",
+            "import sys; from dvc.repo import Repo\n"
+            "with Repo(sys.argv[1]).lock:\n    print('locked', flush=True); sys.stdin.read()",
+            str(project.root),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        error = _one_line_error(_pull(project.root))
+        assert f"another DVC process holds the lock of {project.root}" in error
+        assert in_flight.read_bytes() == b"z" * 10
+    finally:
+        holder.communicate(timeout=60)
+    assert _pull(project.root).returncode == 0
+    assert not in_flight.exists()
+    assert _sha256(project) == project.sha256
