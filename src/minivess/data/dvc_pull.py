@@ -21,9 +21,11 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +42,10 @@ SETTINGS_REMOTE = "minivess-settings"
 """Name given to the remote taken from ``settings.dvc.remote`` (it is not written anywhere)."""
 
 _DVC_LOGGERS = ("dvc", "dvc_data", "dvc_objects")
+_LOCAL_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+"""Errors of writing the cache or the workspace (a remote is only read)."""
+_SQLITE_WRITE_ERRORS = {"disk I/O error", "database or disk is full"}
+"""What SQLite says when DVC's index or state database cannot grow."""
 _CORRUPT_MSG = "corrupted cache file '%s'."
 _MISSING_MSG = "Some of the cache files do not exist neither locally nor on remote"
 
@@ -172,6 +178,9 @@ def pull(
                 if cache.is_relative_to(root.resolve()):  # a shared cache may be in use
                     folders.append(cache)
                 reclaimed, reclaimed_bytes = remove_partials(folders)
+                # DVC's index of its cache (an SQLite file) can be left claiming objects that a
+                # failed pull never wrote; the next pull then skips them and fails to check out.
+                repo.drop_data_index()
                 result = repo.pull(remote=remote)
                 stats = result["stats"]
                 checked = _verify_and_repair(repo, remote) if verify else (0, 0, 0)
@@ -320,6 +329,13 @@ def _raise_user_error(
             f"another DVC process holds the lock of {repo.root_dir}: wait for it to finish "
             "(a killed one releases it when it dies)"
         ) from None
+    if isinstance(exc, sqlite3.OperationalError) and str(exc) in _SQLITE_WRITE_ERRORS:
+        raise DataError(
+            repo.site_cache_dir,
+            "cannot-write",
+            f"DVC's index database failed ({exc}): free disk space (or raise the quota or file "
+            "size limit), then pull again",
+        ) from None
     corrupt = [arg for r in records if r.msg == _CORRUPT_MSG and (arg := _first_arg(r))]
     if isinstance(exc, CheckoutError) and corrupt:
         names = _names_of_objects(repo, {_oid_of(path) for path in corrupt}, name)
@@ -349,6 +365,16 @@ def _raise_transfer_error(
 ) -> None:
     """A download or checkout that failed because the remote lacks data or cannot be read."""
     causes = [r.exc_info[1] for r in records if r.exc_info and r.exc_info[1] is not None]
+    full = [c for c in causes if isinstance(c, OSError) and c.errno in _LOCAL_WRITE_ERRNOS]
+    if full:
+        target = Path(full[0].filename2 or full[0].filename)
+        raise DataError(
+            target.parent if PARTIAL_NAME.match(target.name) else target,
+            "cannot-write",
+            f"{full[0].strerror}: free disk space (or raise the quota or file size limit, or "
+            "make the file system writable), then pull again (the next pull removes the "
+            "partial copy this one left)",
+        ) from None
     unreachable = [c for c in causes if not isinstance(c, FileNotFoundError)]
     if unreachable:
         raise DataError(

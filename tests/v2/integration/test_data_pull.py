@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import resource
+import shutil
 import signal
 import subprocess
 import time
@@ -192,6 +194,53 @@ def test_unreachable_remote(tmp_path: Path, vesselnn_dir: Path) -> None:
     assert f'Could not connect to the endpoint URL: "{endpoint}/' in error
     assert "start the remote or fix its URL, endpoint or credentials" in error
     assert not project.out.exists()
+
+
+def test_disk_full_while_pulling(tmp_path: Path, vesselnn_dir: Path) -> None:
+    """A write failing with a real EFBIG (a lowered RLIMIT_FSIZE stands in for a full disk)."""
+    project = _pushed_project(tmp_path, vesselnn_dir, large_bytes=0)
+
+    def _limited_pull(limit: int) -> subprocess.CompletedProcess:
+        def lower_file_size_limit() -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        return subprocess.run(
+            _pull_command(),
+            cwd=project.root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=_env(),
+            check=False,
+            preexec_fn=lower_file_size_limit,
+        )
+
+    full = _limited_pull(500_000)
+    # Whichever write hits the limit first: an object copied into the cache, or DVC's SQLite
+    # index of it (which a failed write can leave claiming objects that never arrived).
+    error = _one_line_error(full)
+    assert "[cannot-write]" in error
+    assert re.search(r"(File too large|disk I/O error)\)?: free disk space", error), error
+    left = _partials(project.root)
+
+    retried = _pull(project.root)  # one run is enough
+    assert retried.returncode == 0, retried.stderr
+    assert (f"removed {len(left)} partial copies" in retried.stderr) == bool(left)
+    assert _partials(project.root) == set()
+    assert _sha256(project) == project.sha256
+
+    # Again with DVC's index already built and a limit just below the largest file (1056248
+    # bytes): now its copy into the cache fails.
+    shutil.rmtree(project.out)
+    shutil.rmtree(project.cache)
+    error = _one_line_error(_limited_pull(1_000_000))
+    assert "[cannot-write] File too large: free disk space" in error
+    left = _partials(project.root)
+    assert left, "DVC removed its partial copy itself"
+    retried = _pull(project.root)
+    assert retried.returncode == 0, retried.stderr
+    assert f"removed {len(left)} partial copies" in retried.stderr
+    assert _sha256(project) == project.sha256
 
 
 def test_missing_remote_folder_and_object(tmp_path: Path, vesselnn_dir: Path) -> None:
