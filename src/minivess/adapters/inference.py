@@ -10,8 +10,10 @@ fp16 otherwise.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, cast, get_args
@@ -32,6 +34,49 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 ResolvedPrecision = Literal["fp32", "bf16", "fp16"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+WindowProgress = Callable[[int, int], None]
+"""Called as ``progress(windows_done, windows_total)`` while a volume is predicted."""
+_WINDOW_PROGRESS: ContextVar[WindowProgress | None] = ContextVar("window_progress", default=None)
+
+
+@contextmanager
+def window_progress(progress: WindowProgress | None) -> Iterator[None]:
+    """Report every sliding window run in this thread inside the block to ``progress``.
+
+    :func:`blend_windows` calls ``progress(0, total)`` before the first window, then
+    ``progress(done, total)`` after each batch of windows, for each volume it predicts (an
+    ensemble runs one pass per member, each counting from 0). ``None`` reports nothing.
+
+    Example:
+        >>> with window_progress(lambda done, total: print(done, total)):  # doctest: +SKIP
+        ...     adapter.predict_volume(image, roi_size=(64, 64, 16))
+    """
+    token = _WINDOW_PROGRESS.set(progress)
+    try:
+        yield
+    finally:
+        _WINDOW_PROGRESS.reset(token)
+
+
+def count_windows(
+    spatial: Sequence[int], window: Sequence[int], overlap: float | Sequence[float]
+) -> int:
+    """Windows MONAI's ``sliding_window_inference`` cuts a volume of shape ``spatial`` into.
+
+    Example:
+        >>> count_windows((160, 160, 20), (64, 64, 16), 0.25)
+        18
+    """
+    overlaps = [float(overlap)] * len(spatial) if isinstance(overlap, int | float) else overlap
+    total = 1
+    for size, roi, share in zip(spatial, window, overlaps, strict=True):
+        padded = max(int(size), int(roi))  # a smaller volume is padded up to the window
+        if padded == roi:
+            continue
+        step = max(int(roi * (1 - share)), 1)
+        total *= math.ceil((padded - roi) / step) + 1
+    return total
 
 
 @lru_cache(maxsize=1)
@@ -149,6 +194,9 @@ def blend_windows(
     Returns:
         float32 CPU tensor ``(classes, H, W, D)``.
     """
+    progress = _WINDOW_PROGRESS.get()
+    if progress is not None:
+        predictor = _counted(predictor, progress, count_windows(volume.shape[2:], window, overlap))
     logits = sliding_window_inference(
         volume,
         roi_size=list(window),
@@ -160,6 +208,23 @@ def blend_windows(
         device=torch.device("cpu"),
     )
     return torch.softmax(cast(torch.Tensor, logits).float(), dim=1)[0]
+
+
+def _counted(
+    predictor: Callable[[torch.Tensor], torch.Tensor], progress: WindowProgress, total: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``predictor`` reporting the windows done after each batch of them."""
+    done = 0
+    progress(0, total)
+
+    def counting(patch: torch.Tensor) -> torch.Tensor:
+        nonlocal done
+        logits = predictor(patch)
+        done += int(patch.shape[0])
+        progress(done, total)
+        return logits
+
+    return counting
 
 
 def as_batch(image: np.ndarray | torch.Tensor, in_channels: int) -> torch.Tensor:

@@ -25,8 +25,14 @@ def serve(
         help="Model to serve instead of serve.model: MLflow URI (models:/NAME@ALIAS), "
         "checkpoint (.pt) or model folder.",
     ),
+    drift_reference: Path | None = typer.Option(
+        None,
+        "--drift-reference",
+        help="Feature table (CSV, e.g. features_reference.csv of minivess drift) that served "
+        "volumes are tested against (default: serve.drift_reference; unset: no drift metric).",
+    ),
 ) -> None:
-    """Serve vessel segmentation over HTTP: POST /segment, /probabilities, /summary."""
+    """Serve vessel segmentation over HTTP: POST /segment, /probabilities, /summary, ..."""
     from minivess.config.settings import get_settings
     from minivess.serving.model import check_model_exists
 
@@ -34,7 +40,15 @@ def serve(
     env = dict(os.environ)
     if model is not None:
         env["MINIVESS_SERVE__MODEL"] = model
-    check_model_exists(model or settings.model)  # a worker that cannot load it would hang
+    if drift_reference is not None:
+        env["MINIVESS_SERVE__DRIFT_REFERENCE"] = str(drift_reference.absolute())
+    # A worker that cannot load its model or reference leaves bentoml serve hanging: check first.
+    check_model_exists(model or settings.model)
+    reference = drift_reference or settings.drift_reference
+    if reference is not None:
+        from minivess.drift.features import read_feature_table
+
+        read_feature_table(reference)
     command = [
         str(Path(sys.executable).parent / "bentoml"),
         "serve",

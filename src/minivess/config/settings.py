@@ -144,6 +144,15 @@ class ServeSettings(_Section):
     """Largest request body accepted, in MiB; larger uploads get 413 before being read."""
     max_voxels: int = Field(default=64_000_000, gt=0)
     """Largest volume segmented (H*W*D, checked from the file header before decoding)."""
+    drift_reference: Path | None = None
+    """Feature table (CSV) of reference volumes, e.g. the ``features_reference.csv`` that
+    ``minivess drift`` writes; served volumes are tested against it. Unset: no drift
+    monitoring. A relative path is taken from the project root."""
+    drift_window: int = Field(default=64, ge=2)
+    """Feature rows (crops) of the most recent served volumes that each drift test compares
+    with the reference; no verdict until this many have been collected."""
+    drift_tile: int = Field(default=128, ge=8)
+    """Crop side (voxels) of one feature row: the ``--tile`` the reference was made with."""
 
     @field_validator("model")
     @classmethod
@@ -151,6 +160,11 @@ class ServeSettings(_Section):
         if _URI_SCHEME.match(model):
             return model
         return str(_absolute(Path(model), _project_root(info)))
+
+    @field_validator("drift_reference")
+    @classmethod
+    def _absolute_reference(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return None if path is None else _absolute(path, _project_root(info))
 
 
 class DemoSettings(_Section):

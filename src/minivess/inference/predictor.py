@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from minivess.adapters import CheckpointInfo, ModelAdapter
+from minivess.adapters.inference import WindowProgress, window_progress
 from minivess.data.io import NIFTI_SUFFIXES, TIFF_SUFFIXES, read_volume, write_nifti
 from minivess.data.resample import predict_at_spacing
 from minivess.data.transforms import normalise_intensity
@@ -269,11 +270,13 @@ class Predictor:
             preprocessing.target_spacing_um,
         )
 
-    def predict(self, volume: Volume) -> Prediction:
+    def predict(self, volume: Volume, *, progress: WindowProgress | None = None) -> Prediction:
         """Vessel mask and probability of a raw volume, on its grid.
 
         Args:
             volume: Raw intensities as read by :func:`minivess.data.io.read_volume`.
+            progress: Called as ``progress(windows_done, windows_total)`` while the sliding
+                window runs (see :func:`minivess.adapters.inference.window_progress`).
 
         Returns:
             The prediction; both volumes keep ``volume``'s affine, header and source.
@@ -289,7 +292,8 @@ class Predictor:
             shape=volume.array.shape,
             device=str(self.device),
         ):
-            probs, disagreement = self._probabilities_and_disagreement(volume)
+            with window_progress(progress):
+                probs, disagreement = self._probabilities_and_disagreement(volume)
             mask = probs.argmax(0).to(torch.uint8).numpy()
             vessel = probs[VESSEL_CLASS].numpy().astype(np.float32, copy=False)
             maps = self.uncertainty.apply(vessel) if self.uncertainty is not None else None

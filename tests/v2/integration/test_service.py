@@ -270,3 +270,38 @@ def test_metrics_include_the_model_metrics(server: str, inputs: Inputs) -> None:
         line for line in text.splitlines() if line.startswith("minivess_input_voxels_sum{")
     )
     assert float(voxels.split()[-1]) >= inputs.volume.array.size
+
+
+def test_a_model_without_conformal_calibration_refuses_those_maps_before_reading(
+    server: str, inputs: Inputs, tmp_path: Path
+) -> None:
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(b"\x1f\x8bnot a volume")  # a 409, not a 400: the upload is never read
+    for endpoint, rule in (
+        ("conformal", "no-conformal"),
+        ("prediction_sets", "no-prediction-sets"),
+    ):
+        for upload in (inputs.nifti, corrupt):
+            response = _post(f"{server}/{endpoint}", upload)
+            assert response.status_code == 409, response.text
+            error = response.json()["error"]
+            assert error.startswith(f"[{rule}]"), error
+            assert f"minivess conformal -m {CHAMPION}" in error
+
+    entropy = _post(f"{server}/entropy", inputs.nifti)  # needs no calibration
+    assert entropy.status_code == 200, entropy.text
+    p = np.clip(inputs.expected.probability.array.astype(np.float64), 1e-12, 1 - 1e-12)
+    bits = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    np.testing.assert_allclose(np.asarray(_nifti(entropy.content).dataobj), bits, atol=1e-5)
+    summary = _post(f"{server}/summary", inputs.nifti).json()
+    assert (summary["calibrated"], summary["conformal"], summary["uncertain_fraction"]) == (
+        False,
+        None,
+        None,
+    )
+    drift = requests.get(f"{server}/drift", timeout=10)
+    assert drift.status_code == 200
+    assert drift.json()["status"] == "off"
+    assert "serve.drift_reference" in drift.json()["message"]
+    metrics = requests.get(f"{server}/metrics", timeout=10).text.splitlines()
+    assert "minivess_drift_detected NaN" in metrics  # unknown, never a false "no drift"
