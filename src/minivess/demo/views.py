@@ -17,6 +17,7 @@ import numpy as np
 from minivess.errors import DataError
 from minivess.inference import Prediction
 from minivess.uncertainty.conformal import UNCERTAIN
+from minivess.uncertainty.metrics import binary_entropy
 
 MASK_COLOUR = (255, 0, 200)
 """Predicted vessel (magenta: stands out on grey and differs from the TP/FP/FN colours)."""
@@ -30,20 +31,6 @@ DISPLAY_MIN_SIDE = 512
 """Small planes are enlarged (by whole pixels) until their longer side reaches about this."""
 _DISPLAY_PERCENTILES = (1.0, 99.5)
 _DISPLAY_SAMPLE = 2_000_000
-
-
-def binary_entropy(probability: np.ndarray) -> np.ndarray:
-    """Entropy of P(vessel) in bits, in [0, 1]: 0 where the model is sure, 1 at P = 0.5.
-
-    Example:
-        >>> binary_entropy(np.array([0.0, 0.5, 1.0])).round(3).tolist()
-        [0.0, 1.0, 0.0]
-    """
-    p = np.clip(np.asarray(probability, dtype=np.float64), 0.0, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):  # 0 * log(0) is taken as 0
-        vessel = np.where(p > 0, p * np.log2(p), 0.0)
-        background = np.where(p < 1, (1 - p) * np.log2(1 - p), 0.0)
-    return np.clip(-(vessel + background), 0.0, 1.0).astype(np.float32)
 
 
 def conformal_uncertain(prediction: Prediction) -> np.ndarray:

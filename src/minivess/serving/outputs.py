@@ -15,6 +15,7 @@ import numpy as np
 
 from minivess.errors import MinivessError
 from minivess.uncertainty.conformal import UNCERTAIN
+from minivess.uncertainty.metrics import binary_entropy
 
 if TYPE_CHECKING:
     from minivess.data.volume import Volume
@@ -88,29 +89,12 @@ def output_volume(prediction: Prediction, output: Output) -> Volume:
     """
     if output == "entropy":
         probability = prediction.probability
-        return probability.with_array(entropy_bits(probability.array))
+        return probability.with_array(binary_entropy(probability.array))
     found = prediction.conformal_mask if output == "conformal" else prediction.prediction_set
     if found is None:
         require_output(None, output, prediction.model.source)
     assert found is not None  # require_output raised
     return found
-
-
-def entropy_bits(probability: np.ndarray) -> np.ndarray:
-    """Binary entropy of P(vessel) in bits, ``float32`` in [0, 1] (0 * log 0 taken as 0).
-
-    The demo's entropy view computes the same (``minivess.demo.views.binary_entropy``), but
-    importing the demo package loads Gradio, which the service must not pay for.
-
-    Example:
-        >>> entropy_bits(np.array([0.0, 0.5, 1.0])).tolist()
-        [0.0, 1.0, 0.0]
-    """
-    p = np.clip(np.asarray(probability, dtype=np.float64), 0.0, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        vessel = np.where(p > 0, p * np.log2(p), 0.0)
-        background = np.where(p < 1, (1 - p) * np.log2(1 - p), 0.0)
-    return (np.clip(-(vessel + background), 0.0, 1.0) + 0.0).astype(np.float32)  # no -0.0
 
 
 def uncertainty_summary(prediction: Prediction, head: UncertaintyHead | None) -> dict[str, Any]:

@@ -33,6 +33,22 @@ N_BINS = 15
 """Bins of the ECE variants and the reliability diagram (the usual choice in the literature)."""
 
 
+def binary_entropy(probability: np.ndarray) -> np.ndarray:
+    """Entropy of P(vessel) in bits, ``float32`` in [0, 1]: 0 where the model is sure, 1 at 0.5.
+
+    ``0 * log 0`` is taken as 0. The demo's entropy overlay and the service's ``/entropy`` map.
+
+    Example:
+        >>> binary_entropy(np.array([0.0, 0.5, 1.0])).tolist()
+        [0.0, 1.0, 0.0]
+    """
+    p = np.clip(np.asarray(probability, dtype=np.float64), 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vessel = np.where(p > 0, p * np.log2(p), 0.0)
+        background = np.where(p < 1, (1 - p) * np.log2(1 - p), 0.0)
+    return (np.clip(-(vessel + background), 0.0, 1.0) + 0.0).astype(np.float32)  # no -0.0
+
+
 @dataclass(frozen=True)
 class CalibrationReport:
     """Calibration of P(vessel) on a set of voxels.

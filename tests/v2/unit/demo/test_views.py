@@ -9,7 +9,6 @@ from minivess.demo.views import (
     DISPLAY_MIN_SIDE,
     MASK_COLOUR,
     DisplayRange,
-    binary_entropy,
     enlarge,
     heat_overlay,
     mask_overlay,
@@ -25,15 +24,6 @@ def volume() -> tuple[np.ndarray, np.ndarray]:
     mask = np.zeros(image.shape, np.uint8)
     mask[10, 20, 3] = 1
     return image, mask
-
-
-def test_entropy_is_one_bit_at_half_and_zero_when_sure() -> None:
-    entropy = binary_entropy(np.array([0.0, 0.1, 0.5, 0.9, 1.0]))
-    assert entropy[2] == pytest.approx(1.0)
-    assert entropy[0] == 0.0
-    assert entropy[4] == 0.0
-    assert entropy[1] == pytest.approx(entropy[3])
-    assert entropy.dtype == np.float32
 
 
 def test_slice_is_shown_rows_y_enlarged_by_whole_pixels(volume) -> None:

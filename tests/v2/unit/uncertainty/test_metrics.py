@@ -8,6 +8,7 @@ import pytest
 from minivess.errors import DataError
 from minivess.uncertainty.metrics import (
     adaptive_calibration_error,
+    binary_entropy,
     brier_score,
     calibration_metrics,
     expected_calibration_error,
@@ -65,3 +66,12 @@ def test_reliability_diagram_draws_one_line_per_curve() -> None:
     figure = reliability_diagram({"before": (p, y), "after": (p**2, y)}, reports={"before": report})
     curve_axes = figure.axes[0]
     assert len(curve_axes.get_lines()) == 3  # the diagonal and two curves
+
+
+def test_entropy_is_one_bit_at_half_and_zero_when_sure() -> None:
+    entropy = binary_entropy(np.array([0.0, 0.1, 0.5, 0.9, 1.0]))
+    assert entropy[2] == pytest.approx(1.0)
+    assert entropy[0] == 0.0
+    assert entropy[4] == 0.0
+    assert entropy[1] == pytest.approx(entropy[3])
+    assert entropy.dtype == np.float32
