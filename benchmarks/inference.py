@@ -1,8 +1,11 @@
 """Full-volume inference: plain MONAI sliding window (eager fp32) vs the project's backends.
 
 Paths: ``baseline`` (MONAI tutorial style, eager fp32), ``project`` (``adapter.predict_volume``,
-bf16 where the CPU has it) and ``onnx`` (ONNX Runtime on the exported graph, fp32, the same
-sliding window as ``project``). Each path runs in its own fresh worker process (``--worker``)
+bf16 where the CPU has it), ``project-fp32`` (the same call in eager fp32: the project's
+Gaussian blending without its reduced precision, so that ``project``'s agreement with it
+measures precision alone, while its agreement with ``baseline`` also counts the change of
+blending) and ``onnx`` (ONNX Runtime on the exported graph, fp32, the same sliding window as
+``project``). Each path runs in its own fresh worker process (``--worker``)
 on the same saved volume and checkpoint, so that its peak RSS is its own (``ru_maxrss`` is per
 process) and no path inherits another's warmed allocator; the graph is exported by the parent,
 outside the timing. The worker times every repeat, counts the windows the network saw, and
@@ -32,7 +35,7 @@ from benchmarks.common import (
 )
 
 VOLUME = "poon2015_BBB_Leakage_BM4D_denoised.tif"
-PATHS = ("baseline", "project", "onnx")
+PATHS = ("baseline", "project", "project-fp32", "onnx")
 
 
 def load_volume(source: Path, depth: int | None = None, size: int | None = None) -> np.ndarray:
@@ -85,7 +88,8 @@ def _predict(path: str, adapter: Any, image: torch.Tensor, roi: list[int]) -> to
                 image[None], roi_size=roi, sw_batch_size=1, predictor=network, overlap=0.25
             )
         return torch.as_tensor(logits)[0].argmax(0)
-    probs = adapter.predict_volume(image, roi_size=roi, overlap=0.25, precision="auto")
+    precision = "fp32" if path == "project-fp32" else "auto"
+    probs = adapter.predict_volume(image, roi_size=roi, overlap=0.25, precision=precision)
     return probs.argmax(0)
 
 
@@ -167,7 +171,7 @@ def _precisions(checkpoint: Path) -> dict[str, str]:
 
     adapter, _ = load_checkpoint(checkpoint)
     project = resolve_precision("auto", torch.device("cpu"), bf16_on_cpu=adapter.bf16_on_cpu)
-    return {"baseline": "fp32", "project": project, "onnx": "fp32"}
+    return {"baseline": "fp32", "project": project, "project-fp32": "fp32", "onnx": "fp32"}
 
 
 def export_graph(checkpoint: Path, roi: Sequence[int], folder: Path) -> Path:
@@ -196,7 +200,8 @@ def bench_depth(
     """Every path on one volume: time, windows, FLOP/s, peak RSS, speed-up and agreement.
 
     ``speedup`` and ``argmax_agreement`` compare ``project`` with ``baseline``; each path's own
-    entry also holds them (``onnx`` included).
+    entry also holds them (``onnx`` included). ``agreement_same_blending`` compares ``project``
+    with ``project-fp32``: the effect of precision alone, blending being equal.
     """
     flops = window_flops(checkpoint, roi)
     precisions = _precisions(checkpoint)
@@ -224,6 +229,10 @@ def bench_depth(
         report[path]["argmax_agreement"] = float(agree.mean())
     report["speedup"] = report["project"]["speedup"]
     report["argmax_agreement"] = report["project"]["argmax_agreement"]
+    same = runs["project"]["mask"] == runs["project-fp32"]["mask"]
+    report["agreement_same_blending"] = report["project"]["agreement_same_blending"] = float(
+        same.mean()
+    )
     return report
 
 

@@ -85,10 +85,12 @@ def _inference(report: dict[str, Any]) -> list[str]:
         shape = "x".join(map(str, row["shape"]))
         if row["reflected_along_z"]:
             shape += f" (real Z={row['source_depth']} reflected)"
-        for path in ("baseline", "project", "onnx"):
+        for path in ("baseline", "project", "project-fp32", "onnx"):
             r = row[path]
             speedup = f"{r['speedup']:.2f}x"
             agreement = f"{r['argmax_agreement']:.5f}" if path != "baseline" else ""
+            if "agreement_same_blending" in r:
+                agreement += f" ({r['agreement_same_blending']:.5f} vs project-fp32)"
             lines.append(
                 f"| {shape} | {path} | {r['precision']} | {_spread(r['seconds'])} | {speedup} "
                 f"| {r['windows']} | {r['gflops']:.1f} | {r['fraction_of_matmul_peak']:.2f} "

@@ -50,7 +50,9 @@ def test_run_all_reports_every_benchmark(
     assert deep["reflected_along_z"]
     for row in report["inference"]:
         assert 0.0 <= row["argmax_agreement"] <= 1.0
-        for path in ("baseline", "project"):
+        assert 0.0 <= row["agreement_same_blending"] <= 1.0
+        assert row["project-fp32"]["precision"] == "fp32"
+        for path in ("baseline", "project", "project-fp32"):
             figures = row[path]
             assert figures["seconds"]["n"] == 1
             assert figures["seconds"]["min"] > 0
@@ -73,3 +75,4 @@ def test_run_all_reports_every_benchmark(
     page = render(report)
     for title in ("## Machine", "## Inference", "## Training throughput", "## Data pipeline"):
         assert title in page
+    assert "| project-fp32 | fp32 |" in page
