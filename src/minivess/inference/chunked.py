@@ -11,7 +11,8 @@ gives, while holding only one block of the volume in memory:
   disk with that window's halo) and blends them exactly as MONAI does over the whole volume.
   Windows that straddle a block boundary run once per block they touch: that is the price of
   exactness, and larger budgets (larger blocks) pay less of it.
-* **The output** (``<stem>_mask.nii``, optionally ``<stem>_prob.nii``) is an uncompressed NIfTI
+* **The output** (``<stem>_mask.nii``, optionally ``<stem>_prob.nii``, and ``_conformal.nii`` /
+  ``_sets.nii`` for a model with a conformal head) is an uncompressed NIfTI
   preallocated on disk and written block by block through a memory map, renamed into place
   when complete.
 
@@ -26,7 +27,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,9 @@ _INPUT_BYTES_PER_VOXEL = 12
 """Per voxel of a block's input (with halo): the raw read, its float32 copy, the padded image."""
 _OUTPUT_BYTES_PER_VOXEL = 30
 """Per voxel of a block's output: 2-class logits and weight sums, softmax, mask and P(vessel)."""
+_HEAD_BYTES_PER_VOXEL = 34
+"""More per output voxel when the model stores an uncertainty head: the float64 temporaries of
+calibration, the calibrated float32 copy, the conformal mask and the prediction-set map."""
 _HISTOGRAM_BINS = 4096
 _COLLECT_LIMIT = 1 << 20
 
@@ -62,7 +66,8 @@ class ChunkedResult:
     """What :func:`predict_file_chunked` did.
 
     Args:
-        written: The files written (mask first, then probabilities if asked for).
+        written: The files written (mask first, then probabilities if asked for, then the
+            conformal mask and prediction sets when the model stores them).
         blocks: How many blocks the volume was cut into.
         block_shape: The (H, W, D) size of a full block.
         seconds: Wall time, statistics pass included.
@@ -162,9 +167,16 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
 
 
 def plan_blocks(
-    padded: tuple[int, int, int], window: tuple[int, int, int], budget_bytes: int
+    padded: tuple[int, int, int],
+    window: tuple[int, int, int],
+    budget_bytes: int,
+    *,
+    output_bytes_per_voxel: int = _OUTPUT_BYTES_PER_VOXEL,
 ) -> tuple[int, int, int]:
     """The largest block shape (halving the longest axis) whose buffers fit ``budget_bytes``.
+
+    ``output_bytes_per_voxel`` is what one voxel of the block's output costs (more when the
+    model's uncertainty head adds outputs).
 
     Raises:
         ConfigError: Even one window-sized block does not fit; says the least budget that does.
@@ -172,7 +184,7 @@ def plan_blocks(
 
     def cost(block: list[int]) -> int:
         halo = math.prod(min(b + 2 * w, p) for b, w, p in zip(block, window, padded, strict=True))
-        return halo * _INPUT_BYTES_PER_VOXEL + math.prod(block) * _OUTPUT_BYTES_PER_VOXEL
+        return halo * _INPUT_BYTES_PER_VOXEL + math.prod(block) * output_bytes_per_voxel
 
     block = list(padded)
     while cost(block) > budget_bytes:
@@ -204,8 +216,13 @@ def predict_file_chunked(
         out_dir: Output folder (created if missing).
         memory_budget_mb: Budget for the arrays that grow with the volume (see the module
             docstring); decides the block size.
-        probabilities: Also write float32 P(vessel) (uncalibrated softmax).
+        probabilities: Also write float32 P(vessel) (calibrated when the model stores a
+            calibration, as :meth:`Predictor.predict` does).
         progress: Called with (blocks done, total) after each block.
+
+    When the model stores a conformal threshold or prediction sets (``minivess conformal``),
+    ``<stem>_conformal.nii`` and ``<stem>_sets.nii`` are written too, block by block, exactly as
+    :meth:`Predictor.predict_file` writes them for a volume that fits in memory.
 
     Returns:
         The files written and how the volume was cut.
@@ -215,7 +232,13 @@ def predict_file_chunked(
         ConfigError: A budget too small for one window, or a model that predicts at its own
             ``target_spacing_um`` (resampling is done on whole volumes, not block by block).
     """
-    from minivess.inference.predictor import MASK_SUFFIX, PROBABILITY_SUFFIX, output_stem
+    from minivess.inference.predictor import (
+        CONFORMAL_SUFFIX,
+        MASK_SUFFIX,
+        PROBABILITY_SUFFIX,
+        SETS_SUFFIX,
+        output_stem,
+    )
 
     model_spacing = predictor.settings.preprocessing.target_spacing_um
     if model_spacing is not None:
@@ -233,23 +256,33 @@ def predict_file_chunked(
     window = _window(predictor, volume.shape)
     padded = tuple(max(s, w) for s, w in zip(volume.shape, window, strict=True))
     pad = tuple((p - s) // 2 for p, s in zip(padded, volume.shape, strict=True))
-    block = plan_blocks(padded, window, budget)  # type: ignore[arg-type]
+    head = (
+        predictor.uncertainty if predictor.uncertainty and not predictor.uncertainty.empty else None
+    )
+    per_voxel = _OUTPUT_BYTES_PER_VOXEL + (_HEAD_BYTES_PER_VOXEL if head else 0)
+    block = plan_blocks(padded, window, budget, output_bytes_per_voxel=per_voxel)  # type: ignore[arg-type]
     starts = [window_starts(p, w, inference.overlap) for p, w in zip(padded, window, strict=True)]
     importance = compute_importance_map(window, mode="gaussian", sigma_scale=0.125)
     importance = importance.float()[None]
     stem = output_stem(Path(path))
     out_dir = Path(out_dir)
-    names = [out_dir / f"{stem}{MASK_SUFFIX.removesuffix('.gz')}"]
+    outputs: dict[str, tuple[Path, type]] = {
+        "mask": (out_dir / f"{stem}{MASK_SUFFIX.removesuffix('.gz')}", np.uint8)
+    }
     if probabilities:
-        names.append(out_dir / f"{stem}{PROBABILITY_SUFFIX.removesuffix('.gz')}")
+        outputs["prob"] = (out_dir / f"{stem}{PROBABILITY_SUFFIX.removesuffix('.gz')}", np.float32)
+    if head is not None and head.fnr_control is not None:
+        outputs["conformal"] = (out_dir / f"{stem}{CONFORMAL_SUFFIX.removesuffix('.gz')}", np.uint8)
+    if head is not None and head.prediction_sets is not None:
+        outputs["sets"] = (out_dir / f"{stem}{SETS_SUFFIX.removesuffix('.gz')}", np.uint8)
+    names = [path for path, _ in outputs.values()]
     tiles = list(itertools.product(*(range(0, p, b) for p, b in zip(padded, block, strict=True))))
-    with (
-        nifti_memmap(names[0], volume.shape, np.uint8, volume) as mask,
-        nifti_memmap(names[-1], volume.shape, np.float32, volume)
-        if probabilities
-        else nullcontext() as prob,
-        _logits_function(predictor) as logits_of,
-    ):
+    with ExitStack() as stack:
+        maps = {
+            key: stack.enter_context(nifti_memmap(path, volume.shape, dtype, volume))
+            for key, (path, dtype) in outputs.items()
+        }
+        logits_of = stack.enter_context(_logits_function(predictor))
         for done, origin in enumerate(tiles, 1):
             stop = tuple(min(o + b, p) for o, b, p in zip(origin, block, padded, strict=True))
             probs = _blend_block(
@@ -265,9 +298,15 @@ def predict_file_chunked(
                 inference.sw_batch_size,
             )
             target, inner = _unpadded(origin, stop, pad, volume.shape)
-            mask[target] = probs.argmax(0).to(torch.uint8).numpy()[inner]
-            if prob is not None:
-                prob[target] = probs[1].numpy()[inner]
+            maps["mask"][target] = probs.argmax(0).to(torch.uint8).numpy()[inner]
+            vessel = probs[1].numpy()[inner]
+            derived = head.apply(vessel) if head is not None else None
+            if "prob" in maps:
+                maps["prob"][target] = derived.probability if derived is not None else vessel
+            if derived is not None and derived.conformal_mask is not None:
+                maps["conformal"][target] = derived.conformal_mask
+            if derived is not None and derived.prediction_set is not None:
+                maps["sets"][target] = derived.prediction_set
             if progress is not None:
                 progress(done, len(tiles))
     return ChunkedResult(names, len(tiles), block, time.perf_counter() - start)

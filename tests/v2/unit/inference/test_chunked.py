@@ -208,3 +208,42 @@ def test_the_cli_predicts_block_by_block_only_above_the_budget(
     np.testing.assert_array_equal(
         loaded(tmp_path / "out2" / "vol_mask.nii"), loaded(tmp_path / "out100" / "vol_mask.nii.gz")
     )
+
+
+def test_a_model_with_a_conformal_head_writes_its_uncertainty_outputs_block_by_block(
+    tiny_adapter: ModelAdapter, tmp_path: Path
+) -> None:
+    from minivess.uncertainty.calibration import PlattScaling
+    from minivess.uncertainty.conformal import FNRControl, PredictionSets
+    from minivess.uncertainty.head import UncertaintyHead
+
+    head = UncertaintyHead(
+        calibration=PlattScaling(scale=0.8, bias=-0.7),
+        fnr_control=FNRControl(alpha=0.1, threshold=0.3, n_calibration=4),
+        prediction_sets=PredictionSets(alpha=0.1, vessel_from=0.45, background_to=0.55),
+    )
+    source = synthetic_nifti(tmp_path / "vol.nii", (70, 61, 19))
+    predictor = Predictor(
+        tiny_adapter, PredictionSettings.from_extra(PREDICTION_EXTRA), uncertainty=head
+    )
+    reference = predictor.predict(read_volume(source))
+    result = predict_file_chunked(
+        predictor, source, tmp_path / "out", memory_budget_mb=1.6, probabilities=True
+    )
+    assert result.blocks >= 4
+    assert [p.name for p in result.written] == [
+        "vol_mask.nii",
+        "vol_prob.nii",
+        "vol_conformal.nii",
+        "vol_sets.nii",
+    ]
+    mask, prob, conformal, sets = (loaded(p) for p in result.written)
+    assert reference.conformal_mask is not None and reference.prediction_set is not None
+    np.testing.assert_array_equal(mask, reference.mask.array)
+    np.testing.assert_allclose(prob, reference.probability.array, atol=1e-6)
+    # a voxel whose probability sits on a cut-off may fall either side of it
+    on_cut = np.isclose(reference.probability.array, 0.3, atol=1e-5)
+    np.testing.assert_array_equal(conformal[~on_cut], reference.conformal_mask.array[~on_cut])
+    assert conformal.any() and not conformal.all()
+    np.testing.assert_array_equal(sets, reference.prediction_set.array)
+    assert {0, 1, 2} >= set(np.unique(sets).tolist())
