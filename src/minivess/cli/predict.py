@@ -42,8 +42,9 @@ def predict(
         None,
         "--memory-budget-mb",
         min=1,
-        help="Predict a volume whose in-memory footprint exceeds this budget block by block "
-        "(same mask), writing uncompressed <name>_mask.nii; one volume, not a folder.",
+        help="Peak resident memory of the whole process (interpreter, torch and model "
+        "included): a volume that would exceed it in memory is predicted block by block (same "
+        "mask), writing uncompressed <name>_mask.nii; one volume, not a folder.",
     ),
 ) -> None:
     """Write <name>_mask.nii.gz per volume, on exactly the input's grid (shape and affine).
@@ -93,19 +94,39 @@ def _check_input(input_path: Path, budget_mb: float | None) -> None:
 def _predict_one(
     predictor: Predictor, path: Path, out: Path, probabilities: bool, budget_mb: float | None
 ) -> list[Path]:
-    """Predict one volume, block by block when it would not fit ``budget_mb`` in memory."""
-    from minivess.inference.chunked import predict_file_chunked
+    """Predict one volume, block by block when it would not fit ``budget_mb`` in memory.
 
-    if budget_mb is not None and _too_big(path, budget_mb):
-        return predict_file_chunked(
-            predictor, path, out, memory_budget_mb=budget_mb, probabilities=probabilities
-        ).written
-    return predictor.predict_file(path, out, probabilities=probabilities)
-
-
-def _too_big(path: Path, budget_mb: float) -> bool:
-    """Whether predicting ``path`` in memory would take more than ``budget_mb``."""
-    from minivess.inference.chunked import MB, in_memory_bytes
+    The process's peak RSS after one batch of windows (the baseline) plus the in-memory
+    estimate is compared with the budget; the choice is said on stderr.
+    """
+    from minivess.inference.chunked import (
+        MB,
+        SAFETY_MB,
+        baseline_rss_mb,
+        in_memory_bytes,
+        predict_file_chunked,
+    )
     from minivess.inference.lazy import open_lazy
 
-    return in_memory_bytes(open_lazy(path).shape) > budget_mb * MB
+    if budget_mb is None:
+        return predictor.predict_file(path, out, probabilities=probabilities)
+    shape = open_lazy(path).shape
+    baseline = baseline_rss_mb(predictor, shape)
+    needed = baseline + SAFETY_MB + in_memory_bytes(shape) / MB
+    if needed <= budget_mb:
+        console.print(
+            f"in memory: {needed:.0f} MB (process {baseline:.0f} MB + volume) fits the "
+            f"{budget_mb:g} MB budget",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return predictor.predict_file(path, out, probabilities=probabilities)
+    console.print(
+        f"block by block: in memory would take {needed:.0f} MB (process {baseline:.0f} MB + "
+        f"volume), over the {budget_mb:g} MB budget",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return predict_file_chunked(
+        predictor, path, out, memory_budget_mb=budget_mb, probabilities=probabilities
+    ).written

@@ -16,21 +16,28 @@ gives, while holding only one block of the volume in memory:
   preallocated on disk and written block by block through a memory map, renamed into place
   when complete.
 
-The memory budget bounds the arrays that scale with the volume (the block's input, its blended
-logits, weights and outputs); the interpreter, the model and the activations of one batch of
-windows come on top of it and do not grow with the volume.
+The memory budget is the peak resident memory (RSS) of the whole process. Before planning,
+one batch of zero windows runs through the model (torch's and oneDNN's buffers, one batch of
+activations) and the process's peak RSS so far is taken as the baseline; what is left, less a
+safety margin of ``SAFETY_MB`` for allocator slack, bounds the arrays that scale with the
+volume (the statistics slabs, the block's input, its blended logits, weights and outputs, and
+the output files' pages the block writes, which are flushed and dropped from memory after each
+block). ``budget_covers="arrays"`` gives the arrays-only budget instead (for tests and callers
+that account for the process themselves).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import resource
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -38,13 +45,15 @@ from monai.data.utils import compute_importance_map, dense_patch_slices
 
 from minivess.adapters.inference import fit_window, resolve_precision
 from minivess.errors import ConfigError, DataError
-from minivess.inference.lazy import LazyVolume, nifti_memmap, open_lazy
+from minivess.inference.lazy import LazyVolume, drop_pages, nifti_memmap, open_lazy
 from minivess.inference.runners import OnnxRunner, TorchRunner
 
 if TYPE_CHECKING:
     from minivess.inference.predictor import Predictor
 
 MB = 1024 * 1024
+SAFETY_MB = 8
+"""Kept free under a whole-process budget: allocator slack and small Python objects."""
 _STAT_BYTES_PER_VOXEL = 24
 """Raw slab, its float32 copy, selection masks and selected values in a statistics pass."""
 _INPUT_BYTES_PER_VOXEL = 12
@@ -71,12 +80,41 @@ class ChunkedResult:
         blocks: How many blocks the volume was cut into.
         block_shape: The (H, W, D) size of a full block.
         seconds: Wall time, statistics pass included.
+        arrays_mb: The budget the arrays that grow with the volume were planned in.
+        baseline_mb: The process's peak RSS after the warm-up batch (``None`` for an
+            arrays-only budget).
     """
 
     written: list[Path]
     blocks: int
     block_shape: tuple[int, int, int]
     seconds: float
+    arrays_mb: float = 0.0
+    baseline_mb: float | None = None
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (``getrusage``), in MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KB on Linux
+
+
+def baseline_rss_mb(predictor: Predictor, shape: tuple[int, int, int]) -> float:
+    """The process's peak RSS (MB) after one batch of zero windows through the predictor.
+
+    The batch settles what does not grow with the volume (torch's and oneDNN's buffers, one
+    batch of activations), so that the rest of a whole-process budget can go to the arrays.
+    A runner that chunked prediction cannot run is not warmed up.
+    """
+    try:
+        window = _window(predictor, shape)
+    except ConfigError:
+        return peak_rss_mb()
+    zeros = torch.zeros((predictor.settings.inference.sw_batch_size, 1, *window))
+    with _logits_function(predictor) as logits_of:
+        logits_of(zeros)
+    del zeros
+    return peak_rss_mb()
 
 
 def in_memory_bytes(shape: tuple[int, ...], classes: int = 2) -> int:
@@ -166,25 +204,47 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
     return [int(s[0].start) for s in dense_patch_slices((size,), (window,), (interval,))]
 
 
+def _block_bytes(
+    block: list[int],
+    padded: tuple[int, int, int],
+    window: tuple[int, int, int],
+    output_bytes_per_voxel: int,
+    mapped_bytes_per_voxel: int,
+) -> int:
+    """Bytes of one block's buffers and of the output pages it writes.
+
+    Writing an (h, w, d) block into a Fortran-ordered file touches every page of the H x w x d
+    span it lies in, which stays resident until the block's pages are dropped.
+    """
+    halo = math.prod(min(b + 2 * w, p) for b, w, p in zip(block, window, padded, strict=True))
+    span = padded[0] * min(block[1], padded[1]) * min(block[2], padded[2])
+    return (
+        halo * _INPUT_BYTES_PER_VOXEL
+        + math.prod(block) * output_bytes_per_voxel
+        + span * mapped_bytes_per_voxel
+    )
+
+
 def plan_blocks(
     padded: tuple[int, int, int],
     window: tuple[int, int, int],
     budget_bytes: int,
     *,
     output_bytes_per_voxel: int = _OUTPUT_BYTES_PER_VOXEL,
+    mapped_bytes_per_voxel: int = 0,
 ) -> tuple[int, int, int]:
     """The largest block shape (halving the longest axis) whose buffers fit ``budget_bytes``.
 
     ``output_bytes_per_voxel`` is what one voxel of the block's output costs (more when the
-    model's uncertainty head adds outputs).
+    model's uncertainty head adds outputs); ``mapped_bytes_per_voxel`` is the bytes per voxel
+    of the memory-mapped output files (their written pages count until dropped).
 
     Raises:
         ConfigError: Even one window-sized block does not fit; says the least budget that does.
     """
 
     def cost(block: list[int]) -> int:
-        halo = math.prod(min(b + 2 * w, p) for b, w, p in zip(block, window, padded, strict=True))
-        return halo * _INPUT_BYTES_PER_VOXEL + math.prod(block) * output_bytes_per_voxel
+        return _block_bytes(block, padded, window, output_bytes_per_voxel, mapped_bytes_per_voxel)
 
     block = list(padded)
     while cost(block) > budget_bytes:
@@ -207,6 +267,7 @@ def predict_file_chunked(
     memory_budget_mb: float,
     probabilities: bool = False,
     progress: Progress | None = None,
+    budget_covers: Literal["process", "arrays"] = "process",
 ) -> ChunkedResult:
     """Predict a volume block by block into ``<stem>_mask.nii`` (and ``<stem>_prob.nii``).
 
@@ -214,11 +275,13 @@ def predict_file_chunked(
         predictor: A predictor (its settings, network and backend are used as they are).
         path: A ``.nii`` (memory-mapped), ``.nii.gz`` or TIFF volume.
         out_dir: Output folder (created if missing).
-        memory_budget_mb: Budget for the arrays that grow with the volume (see the module
-            docstring); decides the block size.
+        memory_budget_mb: Peak resident memory of the whole process (see the module
+            docstring); what the warmed-up process leaves of it decides the block size.
         probabilities: Also write float32 P(vessel) (calibrated when the model stores a
             calibration, as :meth:`Predictor.predict` does).
         progress: Called with (blocks done, total) after each block.
+        budget_covers: ``"process"`` (default): the budget is the process's peak RSS;
+            ``"arrays"``: it bounds only the arrays that grow with the volume (no warm-up).
 
     When the model stores a conformal threshold or prediction sets (``minivess conformal``),
     ``<stem>_conformal.nii`` and ``<stem>_sets.nii`` are written too, block by block, exactly as
@@ -229,52 +292,49 @@ def predict_file_chunked(
 
     Raises:
         DataError: Unreadable input, or NaN/inf voxels; nothing is written.
-        ConfigError: A budget too small for one window, or a model that predicts at its own
-            ``target_spacing_um`` (resampling is done on whole volumes, not block by block).
+        ConfigError: A budget too small for one window (says the least budget that works), or
+            a model that predicts at its own ``target_spacing_um`` (resampling is done on whole
+            volumes, not block by block).
     """
-    from minivess.inference.predictor import (
-        CONFORMAL_SUFFIX,
-        MASK_SUFFIX,
-        PROBABILITY_SUFFIX,
-        SETS_SUFFIX,
-        output_stem,
-    )
-
     model_spacing = predictor.settings.preprocessing.target_spacing_um
     if model_spacing is not None:
         raise ConfigError(
             f"this model predicts at its training voxel size {list(model_spacing)} um, which only "
             "whole-volume prediction resamples to: predict without --memory-budget-mb"
         )
+    if budget_covers not in ("process", "arrays"):
+        raise ConfigError(f"budget_covers must be process or arrays; got {budget_covers!r}")
     start = time.perf_counter()
-    budget = int(memory_budget_mb * MB)
     volume = open_lazy(path)
-    lower, upper = streaming_percentiles(
-        volume, predictor.settings.preprocessing.percentiles, budget
-    )
     inference = predictor.settings.inference
     window = _window(predictor, volume.shape)
-    padded = tuple(max(s, w) for s, w in zip(volume.shape, window, strict=True))
+    padded: tuple[int, int, int] = tuple(  # type: ignore[assignment]
+        max(s, w) for s, w in zip(volume.shape, window, strict=True)
+    )
     pad = tuple((p - s) // 2 for p, s in zip(padded, volume.shape, strict=True))
     head = (
         predictor.uncertainty if predictor.uncertainty and not predictor.uncertainty.empty else None
     )
+    outputs = _outputs(predictor, Path(path), Path(out_dir), probabilities)
     per_voxel = _OUTPUT_BYTES_PER_VOXEL + (_HEAD_BYTES_PER_VOXEL if head else 0)
-    block = plan_blocks(padded, window, budget, output_bytes_per_voxel=per_voxel)  # type: ignore[arg-type]
+    mapped = sum(np.dtype(dtype).itemsize for _, dtype in outputs.values())
+    baseline = None
+    budget = int(memory_budget_mb * MB)
+    if budget_covers == "process":
+        least = max(
+            _block_bytes(list(window), padded, window, per_voxel, mapped),
+            _STAT_BYTES_PER_VOXEL * volume.shape[0] * volume.shape[1],
+        )
+        baseline, budget = _arrays_budget(predictor, volume.shape, memory_budget_mb, least)
+    lower, upper = streaming_percentiles(
+        volume, predictor.settings.preprocessing.percentiles, budget
+    )
+    block = plan_blocks(
+        padded, window, budget, output_bytes_per_voxel=per_voxel, mapped_bytes_per_voxel=mapped
+    )
     starts = [window_starts(p, w, inference.overlap) for p, w in zip(padded, window, strict=True)]
     importance = compute_importance_map(window, mode="gaussian", sigma_scale=0.125)
     importance = importance.float()[None]
-    stem = output_stem(Path(path))
-    out_dir = Path(out_dir)
-    outputs: dict[str, tuple[Path, type]] = {
-        "mask": (out_dir / f"{stem}{MASK_SUFFIX.removesuffix('.gz')}", np.uint8)
-    }
-    if probabilities:
-        outputs["prob"] = (out_dir / f"{stem}{PROBABILITY_SUFFIX.removesuffix('.gz')}", np.float32)
-    if head is not None and head.fnr_control is not None:
-        outputs["conformal"] = (out_dir / f"{stem}{CONFORMAL_SUFFIX.removesuffix('.gz')}", np.uint8)
-    if head is not None and head.prediction_sets is not None:
-        outputs["sets"] = (out_dir / f"{stem}{SETS_SUFFIX.removesuffix('.gz')}", np.uint8)
     names = [path for path, _ in outputs.values()]
     tiles = list(itertools.product(*(range(0, p, b) for p, b in zip(padded, block, strict=True))))
     with ExitStack() as stack:
@@ -300,6 +360,7 @@ def predict_file_chunked(
             target, inner = _unpadded(origin, stop, pad, volume.shape)
             maps["mask"][target] = probs.argmax(0).to(torch.uint8).numpy()[inner]
             vessel = probs[1].numpy()[inner]
+            del probs
             derived = head.apply(vessel) if head is not None else None
             if "prob" in maps:
                 maps["prob"][target] = derived.probability if derived is not None else vessel
@@ -307,9 +368,62 @@ def predict_file_chunked(
                 maps["conformal"][target] = derived.conformal_mask
             if derived is not None and derived.prediction_set is not None:
                 maps["sets"][target] = derived.prediction_set
+            del vessel, derived
+            for array in maps.values():
+                drop_pages(array)
             if progress is not None:
                 progress(done, len(tiles))
-    return ChunkedResult(names, len(tiles), block, time.perf_counter() - start)
+    return ChunkedResult(
+        names, len(tiles), block, time.perf_counter() - start, budget / MB, baseline
+    )
+
+
+def _arrays_budget(
+    predictor: Predictor, shape: tuple[int, int, int], budget_mb: float, least: int
+) -> tuple[float, int]:
+    """(baseline MB, bytes left for the arrays) of a whole-process budget of ``budget_mb``.
+
+    Raises:
+        ConfigError: Fewer than ``least`` bytes are left; says the least budget that works.
+    """
+    baseline = baseline_rss_mb(predictor, shape)
+    budget = int((budget_mb - baseline - SAFETY_MB) * MB)
+    if budget < least:
+        needed = math.ceil(baseline + SAFETY_MB + least / MB)
+        raise ConfigError(
+            f"memory budget {budget_mb:g} MB is too small: the process already peaks at "
+            f"{baseline:.0f} MB (interpreter, torch, model, one batch of windows); "
+            f"use at least {needed} MB"
+        )
+    return baseline, budget
+
+
+def _outputs(
+    predictor: Predictor, path: Path, out_dir: Path, probabilities: bool
+) -> dict[str, tuple[Path, type]]:
+    """The files to write, keyed mask, prob, conformal, sets, with their voxel dtypes."""
+    from minivess.inference.predictor import (
+        CONFORMAL_SUFFIX,
+        MASK_SUFFIX,
+        PROBABILITY_SUFFIX,
+        SETS_SUFFIX,
+        output_stem,
+    )
+
+    head = (
+        predictor.uncertainty if predictor.uncertainty and not predictor.uncertainty.empty else None
+    )
+    stem = output_stem(path)
+    outputs: dict[str, tuple[Path, type]] = {
+        "mask": (out_dir / f"{stem}{MASK_SUFFIX.removesuffix('.gz')}", np.uint8)
+    }
+    if probabilities:
+        outputs["prob"] = (out_dir / f"{stem}{PROBABILITY_SUFFIX.removesuffix('.gz')}", np.float32)
+    if head is not None and head.fnr_control is not None:
+        outputs["conformal"] = (out_dir / f"{stem}{CONFORMAL_SUFFIX.removesuffix('.gz')}", np.uint8)
+    if head is not None and head.prediction_sets is not None:
+        outputs["sets"] = (out_dir / f"{stem}{SETS_SUFFIX.removesuffix('.gz')}", np.uint8)
+    return outputs
 
 
 def _window(predictor: Predictor, shape: tuple[int, int, int]) -> tuple[int, int, int]:

@@ -6,11 +6,13 @@ an uncompressed ``.nii`` is memory-mapped by nibabel, so a box costs only its ow
 from its start up to the box (correct, slow for big files: gunzip it first). A TIFF is read
 page by page (one page is one depth slice). :func:`nifti_memmap` preallocates an uncompressed
 NIfTI whose voxels are written in place and which appears under its final name only when
-complete.
+complete; :func:`drop_pages` writes its dirty pages out and releases them, so that the written
+part of the file does not stay in the process's resident memory.
 """
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -176,3 +178,16 @@ def nifti_memmap(
             array.flush()
         finally:
             del array
+
+
+def drop_pages(array: np.memmap) -> None:
+    """Write ``array``'s dirty pages to its file and drop all its pages from resident memory.
+
+    Pages of a shared file mapping that the process wrote stay resident (and count in its RSS)
+    until unmapped; after a flush, ``MADV_DONTNEED`` releases them and the next access reads
+    them back from the file. Where ``madvise`` is missing (Windows), only the flush happens.
+    """
+    array.flush()
+    mapped = getattr(array, "_mmap", None)
+    if mapped is not None and hasattr(mapped, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)

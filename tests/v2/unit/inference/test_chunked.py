@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -20,7 +21,9 @@ from minivess.errors import ConfigError, DataError
 from minivess.inference import PredictionSettings, Predictor
 from minivess.inference import chunked as chunked_module
 from minivess.inference.chunked import (
+    SAFETY_MB,
     in_memory_bytes,
+    peak_rss_mb,
     predict_file_chunked,
     streaming_percentiles,
 )
@@ -52,7 +55,12 @@ def test_many_blocks_give_the_in_memory_mask_and_probability(
     predictor = Predictor(tiny_adapter, PredictionSettings.from_extra(PREDICTION_EXTRA))
     reference = predictor.predict(read_volume(source))
     result = predict_file_chunked(
-        predictor, source, tmp_path / "out", memory_budget_mb=1.2, probabilities=True
+        predictor,
+        source,
+        tmp_path / "out",
+        memory_budget_mb=1.3,
+        probabilities=True,
+        budget_covers="arrays",
     )
     assert result.blocks >= 8
     mask_path, prob_path = result.written
@@ -78,6 +86,7 @@ def test_a_real_vesselnn_tiff_read_page_by_page_gives_the_in_memory_mask(
         source,
         tmp_path / "out",
         memory_budget_mb=0.8,
+        budget_covers="arrays",
         progress=lambda done, total: progress.append((done, total)),
     )
     assert result.blocks > 1
@@ -92,7 +101,9 @@ def test_a_volume_smaller_than_the_window_is_padded_as_in_memory(
     source = synthetic_nifti(tmp_path / "thin.nii", (40, 30, 5), seed=3)
     predictor = Predictor(tiny_adapter, PredictionSettings.from_extra(PREDICTION_EXTRA))
     reference = predictor.predict(read_volume(source))
-    result = predict_file_chunked(predictor, source, tmp_path / "out", memory_budget_mb=1)
+    result = predict_file_chunked(
+        predictor, source, tmp_path / "out", memory_budget_mb=1, budget_covers="arrays"
+    )
     np.testing.assert_array_equal(loaded(result.written[0]), reference.mask.array)
 
 
@@ -122,7 +133,9 @@ def test_non_finite_voxels_are_refused_and_nothing_is_written(
     nib.save(nib.Nifti1Image(array, np.eye(4)), str(source))
     predictor = Predictor(tiny_adapter, PredictionSettings.from_extra(PREDICTION_EXTRA))
     with pytest.raises(DataError, match="non-finite"):
-        predict_file_chunked(predictor, source, tmp_path / "out", memory_budget_mb=1)
+        predict_file_chunked(
+            predictor, source, tmp_path / "out", memory_budget_mb=1, budget_covers="arrays"
+        )
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -132,36 +145,70 @@ def test_a_budget_below_one_window_says_the_least_that_works(
     source = synthetic_nifti(tmp_path / "vol.nii", (96, 96, 24))
     predictor = Predictor(tiny_adapter, PredictionSettings.from_extra(PREDICTION_EXTRA))
     with pytest.raises(ConfigError, match=r"use at least \d+ MB"):
-        predict_file_chunked(predictor, source, tmp_path / "out", memory_budget_mb=0.01)
+        predict_file_chunked(
+            predictor, source, tmp_path / "out", memory_budget_mb=0.01, budget_covers="arrays"
+        )
     assert not any((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+
+
+def test_a_process_budget_below_what_the_process_already_uses_says_the_least_that_works(
+    tiny_adapter: ModelAdapter, tmp_path: Path
+) -> None:
+    source = synthetic_nifti(tmp_path / "vol.nii", (96, 96, 24))
+    predictor = Predictor(tiny_adapter, PredictionSettings.from_extra(PREDICTION_EXTRA))
+    with pytest.raises(ConfigError) as caught:
+        predict_file_chunked(predictor, source, tmp_path / "out", memory_budget_mb=50)
+    message = str(caught.value)
+    assert "\n" not in message
+    found = re.search(r"already peaks at (\d+) MB .*use at least (\d+) MB", message)
+    assert found, message
+    peak, least = int(found[1]), int(found[2])
+    assert abs(peak - peak_rss_mb()) <= 1
+    assert least > peak + SAFETY_MB
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 _CHILD = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
     import torch
     from minivess.adapters import build_adapter
     from minivess.inference import PredictionSettings, Predictor
-    from minivess.inference.chunked import predict_file_chunked
+    from minivess.inference.chunked import baseline_rss_mb, peak_rss_mb, predict_file_chunked
+    from minivess.inference.lazy import open_lazy
     torch.manual_seed(0)
     adapter = build_adapter("segresnet", json.loads(sys.argv[3]))
     predictor = Predictor(adapter, PredictionSettings.from_extra(json.loads(sys.argv[4])))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = predict_file_chunked(predictor, sys.argv[1], sys.argv[2],
-                                  memory_budget_mb=float(sys.argv[5]))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"before_kb": before, "peak_kb": peak, "blocks": result.blocks}))
+    def status(key):  # VmRSS / VmHWM in MB, None where /proc is missing
+        try:
+            lines = open("/proc/self/status").read().splitlines()
+        except OSError:
+            return None
+        return next(int(l.split()[1]) / 1024 for l in lines if l.startswith(key + ":"))
+    baseline = baseline_rss_mb(predictor, open_lazy(sys.argv[1]).shape)
+    budget = baseline + float(sys.argv[5])
+    try:  # Linux: reset VmHWM so that it measures the prediction alone
+        open("/proc/self/clear_refs", "w").write("5")
+        start = status("VmRSS")
+    except OSError:
+        start = None
+    result = predict_file_chunked(predictor, sys.argv[1], sys.argv[2], memory_budget_mb=budget,
+                                  probabilities=True)
+    print(json.dumps({"baseline_mb": baseline, "budget_mb": budget, "peak_mb": peak_rss_mb(),
+                      "arrays_mb": result.arrays_mb, "blocks": result.blocks,
+                      "rss_before_mb": start, "hwm_during_mb": status("VmHWM")}))
     """
 )
 
 
 @pytest.mark.slow
-def test_peak_memory_of_a_volume_larger_than_the_budget_stays_within_it(tmp_path: Path) -> None:
+def test_the_whole_process_peak_memory_stays_within_the_budget(tmp_path: Path) -> None:
     from .conftest import TINY_SEGRESNET
 
-    budget_mb, allowance_mb = 24, 24  # allowance: one batch of activations, allocator slack
+    above_baseline_mb = 24
     shape = (192, 192, 48)
-    assert in_memory_bytes(shape) / 2**20 > budget_mb + allowance_mb
+    # in memory the volume alone would take more than the budget leaves above the process
+    assert in_memory_bytes(shape) / 2**20 > 2 * above_baseline_mb
     source = synthetic_nifti(tmp_path / "big.nii", shape)
     done = subprocess.run(
         [
@@ -172,7 +219,7 @@ def test_peak_memory_of_a_volume_larger_than_the_budget_stays_within_it(tmp_path
             str(tmp_path / "out"),
             json.dumps(TINY_SEGRESNET),
             json.dumps(PREDICTION_EXTRA),
-            str(budget_mb),
+            str(above_baseline_mb),
         ],
         capture_output=True,
         text=True,
@@ -180,33 +227,56 @@ def test_peak_memory_of_a_volume_larger_than_the_budget_stays_within_it(tmp_path
         timeout=600,
     )
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    grown_mb = (figures["peak_kb"] - figures["before_kb"]) / 1024
+    print(figures)
     assert figures["blocks"] > 1
-    assert grown_mb < budget_mb + allowance_mb, figures
+    assert figures["peak_mb"] <= figures["budget_mb"], figures
+    if figures["rss_before_mb"] is not None:  # the arrays stayed within what was left for them
+        grown = figures["hwm_during_mb"] - figures["rss_before_mb"]
+        assert 0 < grown <= figures["arrays_mb"] + SAFETY_MB, figures
     assert loaded(tmp_path / "out" / "big_mask.nii").shape == shape
+    assert loaded(tmp_path / "out" / "big_prob.nii").shape == shape
 
 
-def test_the_cli_predicts_block_by_block_only_above_the_budget(
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "minivess.cli.main", "predict", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_the_cli_predicts_block_by_block_only_above_the_process_budget(
     checkpoint: Path, tmp_path: Path
 ) -> None:
-    import typer
-    from typer.testing import CliRunner
-
-    from minivess.cli.predict import predict
-
-    app = typer.Typer()
-    app.command("predict")(predict)
-    app.command("noop", hidden=True)(lambda: None)
-    source = synthetic_nifti(tmp_path / "vol.nii", (70, 61, 19))
-    assert 2 * 2**20 < in_memory_bytes((70, 61, 19)) < 100 * 2**20
-    for budget, name in (("2", "vol_mask.nii"), ("100", "vol_mask.nii.gz")):
-        out = tmp_path / f"out{budget}"
-        args = ["predict", str(source), "-m", str(checkpoint), "-o", str(out)]
-        result = CliRunner().invoke(app, [*args, "--memory-budget-mb", budget])
-        assert result.exit_code == 0, result.output
-        assert result.output.strip() == str(out / name)
+    source = synthetic_nifti(tmp_path / "vol.nii", (192, 192, 48))
+    estimate_mb = in_memory_bytes((192, 192, 48)) / 2**20
+    base = [str(source), "-m", str(checkpoint)]
+    small = _cli(*base, "-o", str(tmp_path / "small"), "--memory-budget-mb", "1")
+    assert small.returncode == 2, small.stderr
+    assert small.stdout == ""
+    errors = [line for line in small.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, small.stderr
+    found = re.search(r"already peaks at (\d+) MB .*use at least (\d+) MB", errors[0])
+    assert found, small.stderr
+    peak, least = int(found[1]), int(found[2])
+    # enough for block-wise prediction (with 20 MB for the process's RSS to vary from run to
+    # run), less than the process plus the in-memory estimate
+    budget = least + 20
+    assert budget < peak + SAFETY_MB + estimate_mb, (peak, least, estimate_mb)
+    runs = {}
+    for name, mb in (("blocks", budget), ("memory", peak + 10 * estimate_mb + 200)):
+        out = tmp_path / name
+        runs[name] = _cli(*base, "-o", str(out), "--memory-budget-mb", str(mb))
+        assert runs[name].returncode == 0, runs[name].stderr
+    assert runs["blocks"].stdout.strip() == str(tmp_path / "blocks" / "vol_mask.nii")
+    assert "block by block" in runs["blocks"].stderr
+    assert runs["memory"].stdout.strip() == str(tmp_path / "memory" / "vol_mask.nii.gz")
+    assert "in memory" in runs["memory"].stderr
+    print(small.stderr, runs["blocks"].stderr, runs["memory"].stderr)
     np.testing.assert_array_equal(
-        loaded(tmp_path / "out2" / "vol_mask.nii"), loaded(tmp_path / "out100" / "vol_mask.nii.gz")
+        loaded(tmp_path / "blocks" / "vol_mask.nii"),
+        loaded(tmp_path / "memory" / "vol_mask.nii.gz"),
     )
 
 
@@ -228,7 +298,12 @@ def test_a_model_with_a_conformal_head_writes_its_uncertainty_outputs_block_by_b
     )
     reference = predictor.predict(read_volume(source))
     result = predict_file_chunked(
-        predictor, source, tmp_path / "out", memory_budget_mb=1.6, probabilities=True
+        predictor,
+        source,
+        tmp_path / "out",
+        memory_budget_mb=1.6,
+        probabilities=True,
+        budget_covers="arrays",
     )
     assert result.blocks >= 4
     assert [p.name for p in result.written] == [
@@ -238,12 +313,14 @@ def test_a_model_with_a_conformal_head_writes_its_uncertainty_outputs_block_by_b
         "vol_sets.nii",
     ]
     mask, prob, conformal, sets = (loaded(p) for p in result.written)
-    assert reference.conformal_mask is not None and reference.prediction_set is not None
+    assert reference.conformal_mask is not None
+    assert reference.prediction_set is not None
     np.testing.assert_array_equal(mask, reference.mask.array)
     np.testing.assert_allclose(prob, reference.probability.array, atol=1e-6)
     # a voxel whose probability sits on a cut-off may fall either side of it
     on_cut = np.isclose(reference.probability.array, 0.3, atol=1e-5)
     np.testing.assert_array_equal(conformal[~on_cut], reference.conformal_mask.array[~on_cut])
-    assert conformal.any() and not conformal.all()
+    assert conformal.any()
+    assert not conformal.all()
     np.testing.assert_array_equal(sets, reference.prediction_set.array)
     assert {0, 1, 2} >= set(np.unique(sets).tolist())
