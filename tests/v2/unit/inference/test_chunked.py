@@ -324,3 +324,27 @@ def test_a_model_with_a_conformal_head_writes_its_uncertainty_outputs_block_by_b
     assert not conformal.all()
     np.testing.assert_array_equal(sets, reference.prediction_set.array)
     assert {0, 1, 2} >= set(np.unique(sets).tolist())
+
+
+def _rss_mb() -> float:
+    lines = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc")
+def test_dropped_output_pages_leave_resident_memory_and_keep_their_values(tmp_path: Path) -> None:
+    from minivess.inference.lazy import drop_pages, nifti_memmap
+
+    shape = (512, 512, 256)  # 64 MB of uint8
+    like = open_lazy(synthetic_nifti(tmp_path / "like.nii", (8, 8, 8)))
+    grown = []
+    with nifti_memmap(tmp_path / "out.nii", shape, np.uint8, like) as out:
+        before = _rss_mb()
+        for z in range(0, shape[2], 32):
+            out[:, :, z : z + 32] = z // 32 + 1
+            drop_pages(out)
+            grown.append(_rss_mb() - before)
+    assert max(grown) < 16, grown  # one 8 MB slab at most, not the 64 MB written
+    written = loaded(tmp_path / "out.nii")
+    assert written.shape == shape
+    np.testing.assert_array_equal(written[0, 0, ::32], np.arange(1, 9))
