@@ -103,6 +103,7 @@ def _predict_one(
         MB,
         SAFETY_MB,
         baseline_rss_mb,
+        check_block_wise,
         in_memory_bytes,
         predict_file_chunked,
     )
@@ -121,6 +122,7 @@ def _predict_one(
             soft_wrap=True,
         )
         return predictor.predict_file(path, out, probabilities=probabilities)
+    check_block_wise(predictor)
     console.print(
         f"block by block: in memory would take {needed:.0f} MB (process {baseline:.0f} MB + "
         f"volume), over the {budget_mb:g} MB budget",

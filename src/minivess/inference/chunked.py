@@ -296,12 +296,7 @@ def predict_file_chunked(
             a model that predicts at its own ``target_spacing_um`` (resampling is done on whole
             volumes, not block by block).
     """
-    model_spacing = predictor.settings.preprocessing.target_spacing_um
-    if model_spacing is not None:
-        raise ConfigError(
-            f"this model predicts at its training voxel size {list(model_spacing)} um, which only "
-            "whole-volume prediction resamples to: predict without --memory-budget-mb"
-        )
+    check_block_wise(predictor)
     if budget_covers not in ("process", "arrays"):
         raise ConfigError(f"budget_covers must be process or arrays; got {budget_covers!r}")
     start = time.perf_counter()
@@ -376,6 +371,21 @@ def predict_file_chunked(
     return ChunkedResult(
         names, len(tiles), block, time.perf_counter() - start, budget / MB, baseline
     )
+
+
+def check_block_wise(predictor: Predictor) -> None:
+    """Refuse a model that block-wise prediction cannot run.
+
+    Raises:
+        ConfigError: The model predicts at its own ``target_spacing_um`` (resampling is done on
+            whole volumes, not block by block).
+    """
+    model_spacing = predictor.settings.preprocessing.target_spacing_um
+    if model_spacing is not None:
+        raise ConfigError(
+            f"this model predicts at its training voxel size {list(model_spacing)} um, which only "
+            "whole-volume prediction resamples to: predict without --memory-budget-mb"
+        )
 
 
 def _arrays_budget(
