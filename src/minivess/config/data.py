@@ -30,6 +30,9 @@ _MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
+_Spacing = Annotated[float, Field(gt=0.0)] | None
+TargetSpacing = tuple[_Spacing, _Spacing, _Spacing]
+"""Voxel size (H, W, D) in micrometres to resample to; a ``None`` entry keeps that axis."""
 Axis = Literal[0, 1, 2]
 
 
@@ -216,14 +219,7 @@ class DataConfig(BaseModel):
     """Patches cropped from each volume each time it is drawn."""
     pos_neg_ratio: tuple[NonNegative, NonNegative] = (2.0, 1.0)
     """Relative odds (pos, neg) that a patch is centred on a vessel or a background voxel."""
-    target_spacing_um: (
-        tuple[
-            Annotated[float, Field(gt=0.0)] | None,
-            Annotated[float, Field(gt=0.0)] | None,
-            Annotated[float, Field(gt=0.0)] | None,
-        ]
-        | None
-    ) = None
+    target_spacing_um: TargetSpacing | None = None
     """Voxel size (H, W, D) in micrometres that training volumes are resampled to before
     patches are drawn (image linear, label linear thresholded at 0.5); a ``null`` entry keeps
     that axis at each volume's own spacing. ``None`` trains at the prepared spacing. A model

@@ -17,11 +17,12 @@ so a checkpoint that predicts in training predicts identically everywhere else.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Self
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from minivess.adapters import CheckpointError, CheckpointInfo
+from minivess.config.data import TargetSpacing
 from minivess.config.model import InferenceConfig
 from minivess.config.validation import describe_validation_error, validate_or_raise
 
@@ -35,14 +36,7 @@ class Preprocessing(BaseModel):
     """Percentile mapped to 0."""
     percentile_upper: float = Field(ge=0.0, le=100.0)
     """Percentile mapped to 1."""
-    target_spacing_um: (
-        tuple[
-            Annotated[float, Field(gt=0.0)] | None,
-            Annotated[float, Field(gt=0.0)] | None,
-            Annotated[float, Field(gt=0.0)] | None,
-        ]
-        | None
-    ) = None
+    target_spacing_um: TargetSpacing | None = None
     """Voxel size (H, W, D) the model was trained at (``data.target_spacing_um``); inputs are
     resampled to it and predictions back to the input's grid. ``None`` entries keep an axis;
     ``None`` (and checkpoints written before the setting existed) predicts on the input's grid."""
