@@ -130,5 +130,10 @@ def _predict_one(
         soft_wrap=True,
     )
     return predict_file_chunked(
-        predictor, path, out, memory_budget_mb=budget_mb, probabilities=probabilities
+        predictor,
+        path,
+        out,
+        memory_budget_mb=budget_mb,
+        probabilities=probabilities,
+        baseline_mb=baseline,
     ).written

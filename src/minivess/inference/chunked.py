@@ -268,6 +268,7 @@ def predict_file_chunked(
     probabilities: bool = False,
     progress: Progress | None = None,
     budget_covers: Literal["process", "arrays"] = "process",
+    baseline_mb: float | None = None,
 ) -> ChunkedResult:
     """Predict a volume block by block into ``<stem>_mask.nii`` (and ``<stem>_prob.nii``).
 
@@ -282,6 +283,9 @@ def predict_file_chunked(
         progress: Called with (blocks done, total) after each block.
         budget_covers: ``"process"`` (default): the budget is the process's peak RSS;
             ``"arrays"``: it bounds only the arrays that grow with the volume (no warm-up).
+        baseline_mb: :func:`baseline_rss_mb` when the caller has already measured it (the
+            CLI does, to choose between in-memory and block-wise prediction); ``None``
+            measures it here.
 
     When the model stores a conformal threshold or prediction sets (``minivess conformal``),
     ``<stem>_conformal.nii`` and ``<stem>_sets.nii`` are written too, block by block, exactly as
@@ -320,7 +324,8 @@ def predict_file_chunked(
             _block_bytes(list(window), padded, window, per_voxel, mapped),
             _STAT_BYTES_PER_VOXEL * volume.shape[0] * volume.shape[1],
         )
-        baseline, budget = _arrays_budget(predictor, volume.shape, memory_budget_mb, least)
+        baseline = baseline_rss_mb(predictor, volume.shape) if baseline_mb is None else baseline_mb
+        budget = _arrays_budget(baseline, memory_budget_mb, least)
     lower, upper = streaming_percentiles(
         volume, predictor.settings.preprocessing.percentiles, budget
     )
@@ -388,15 +393,12 @@ def check_block_wise(predictor: Predictor) -> None:
         )
 
 
-def _arrays_budget(
-    predictor: Predictor, shape: tuple[int, int, int], budget_mb: float, least: int
-) -> tuple[float, int]:
-    """(baseline MB, bytes left for the arrays) of a whole-process budget of ``budget_mb``.
+def _arrays_budget(baseline: float, budget_mb: float, least: int) -> int:
+    """Bytes a whole-process budget of ``budget_mb`` leaves for the arrays above ``baseline``.
 
     Raises:
         ConfigError: Fewer than ``least`` bytes are left; says the least budget that works.
     """
-    baseline = baseline_rss_mb(predictor, shape)
     budget = int((budget_mb - baseline - SAFETY_MB) * MB)
     if budget < least:
         needed = math.ceil(baseline + SAFETY_MB + least / MB)
@@ -405,7 +407,7 @@ def _arrays_budget(
             f"{baseline:.0f} MB (interpreter, torch, model, one batch of windows); "
             f"use at least {needed} MB"
         )
-    return baseline, budget
+    return budget
 
 
 def _outputs(

@@ -298,24 +298,17 @@ class Predictor:
             vessel = probs[VESSEL_CLASS].numpy().astype(np.float32, copy=False)
             maps = self.uncertainty.apply(vessel) if self.uncertainty is not None else None
         seconds = time.perf_counter() - start
-        mi = None if disagreement is None else volume.with_array(disagreement.numpy())
-        if maps is None:
-            return Prediction(
-                volume.with_array(mask),
-                volume.with_array(vessel),
-                seconds,
-                self.model,
-                mutual_information=mi,
-            )
         return Prediction(
             mask=volume.with_array(mask),
-            probability=volume.with_array(maps.probability),
+            probability=volume.with_array(maps.probability if maps is not None else vessel),
             seconds=seconds,
             model=self.model,
-            conformal_mask=_on_grid(volume, maps.conformal_mask),
-            prediction_set=_on_grid(volume, maps.prediction_set),
+            conformal_mask=_on_grid(volume, maps.conformal_mask if maps is not None else None),
+            prediction_set=_on_grid(volume, maps.prediction_set if maps is not None else None),
             calibrated=self.uncertainty is not None and self.uncertainty.calibration is not None,
-            mutual_information=mi,
+            mutual_information=_on_grid(
+                volume, None if disagreement is None else disagreement.numpy()
+            ),
         )
 
     def _probabilities_and_disagreement(
