@@ -6,8 +6,12 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -57,6 +61,33 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path, timeout_
         except OSError:
             time.sleep(0.3)
     pytest.fail(f"{url} not healthy after {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+@dataclass(frozen=True)
+class Started:
+    """A server started in its own process group: where it listens, its process and its log."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@contextmanager
+def minivess_serve(args: list[str], folder: Path, **env: str) -> Iterator[Started]:
+    """``minivess serve ARGS --port <free port>`` run in ``folder`` (log ``server.log``) with
+    telemetry off and ``env`` added to the environment; its process group is stopped on exit.
+    Not awaited: call :func:`wait_healthy` on ``/readyz`` when the test needs it."""
+    port = free_port()
+    environment = dict(
+        os.environ, BENTOML_DO_NOT_TRACK="True", MLFLOW_DISABLE_TELEMETRY="true", **env
+    )
+    command = [str(Path(sys.executable).parent / "minivess"), "serve", *args, "--port", str(port)]
+    log = folder / "server.log"
+    process = start_group(command, log, env=environment, cwd=folder)
+    try:
+        yield Started(f"http://127.0.0.1:{port}", process, log)
+    finally:
+        stop_group(process)
 
 
 _seen: dict[Path, tuple[int, int]] = {}

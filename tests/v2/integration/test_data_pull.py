@@ -12,9 +12,7 @@ import os
 import re
 import resource
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +22,19 @@ from tests.v2.integration.test_dvc_faults import (
     BIN,
     KILLS,
     LARGE_BYTES,
-    POLL_S,
     SEED,
     Project,
     _cache_violations,
+    _corrupt_remote_object,
     _digest,
     _env,
     _files,
     _ok,
     _partials,
+    _pull_and_kill,
     _pushed_project,
     _size,
     _workspace_violations,
-    _written,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -73,35 +71,6 @@ def _sha256(project: Project) -> dict[str, str]:
     return {str(p.relative_to(project.out)): _digest(p, "sha256") for p in _files(project.out)}
 
 
-def _pull_and_kill(project: Project, target_bytes: int) -> dict[str, object]:
-    """Start ``minivess data pull`` and SIGKILL its process group once ``target_bytes`` are on
-    disk (partial copies left by earlier kills not counted)."""
-    leftovers = _partials(project.root)
-    process = subprocess.Popen(
-        _pull_command(),
-        cwd=project.root,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    written = 0
-    while process.poll() is None:
-        written = _written(project, leftovers)
-        if written >= target_bytes:
-            os.killpg(process.pid, signal.SIGKILL)
-            break
-        time.sleep(POLL_S)
-    _, stderr = process.communicate(timeout=300)
-    return {
-        "target_bytes": target_bytes,
-        "written_bytes": written,
-        "killed": process.returncode == -signal.SIGKILL,
-        "returncode": process.returncode,
-        "stderr": stderr.decode()[-500:],
-    }
-
-
 def test_pull_resumes_after_kills_without_force(tmp_path: Path, vesselnn_dir: Path) -> None:
     project = _pushed_project(tmp_path, vesselnn_dir, LARGE_BYTES)
     to_write = 2 * project.data_bytes  # every file lands in the cache and in the workspace
@@ -109,7 +78,7 @@ def test_pull_resumes_after_kills_without_force(tmp_path: Path, vesselnn_dir: Pa
     cache_partials = []
     for share in sorted(rng.uniform(0.02, 0.98, size=KILLS)):
         earlier = _partials(project.root)
-        kill = _pull_and_kill(project, int(share * to_write))
+        kill = _pull_and_kill(project, int(share * to_write), _pull_command())
         print({k: v for k, v in kill.items() if k != "stderr"})
         assert kill["killed"] or kill["returncode"] == 0, kill["stderr"]
         # Each run removes the partial copies of the one before it, before writing anything.
@@ -143,13 +112,7 @@ def test_corrupt_remote_object_is_named_and_nothing_is_checked_out(
     tmp_path: Path, vesselnn_dir: Path
 ) -> None:
     project = _pushed_project(tmp_path, vesselnn_dir, large_bytes=0)
-    stored = project.remote_object(CORRUPT_VICTIM)
-    original = stored.read_bytes()
-    stored.chmod(0o644)
-    flipped = bytearray(original)
-    for offset in (1000, len(flipped) // 2, len(flipped) - 1):
-        flipped[offset] ^= 0xFF
-    stored.write_bytes(bytes(flipped))
+    stored, original = _corrupt_remote_object(project, CORRUPT_VICTIM)
 
     error = _one_line_error(_pull(project.root))
     assert f"data/vesselnn/{CORRUPT_VICTIM}: [corrupt-remote-object]" in error

@@ -186,10 +186,13 @@ def _pull_command(project: Project) -> list[str]:
     return [str(BIN / "dvc"), "pull", "-q", *force]
 
 
-def _pull_and_kill(project: Project, target_bytes: int) -> dict[str, object]:
-    """Start a pull and SIGKILL its process group once ``target_bytes`` are on disk."""
+def _pull_and_kill(
+    project: Project, target_bytes: int, command: list[str] | None = None
+) -> dict[str, object]:
+    """Start a pull (``dvc pull`` unless ``command`` is given) and SIGKILL its process group
+    once ``target_bytes`` are on disk (partial copies left by earlier kills not counted)."""
     leftovers = _partials(project.root)
-    command = _pull_command(project)
+    command = command or _pull_command(project)
     process = subprocess.Popen(
         command,
         cwd=project.root,
@@ -260,16 +263,22 @@ def test_pull_killed_at_random_moments_never_leaves_corrupt_data(
     assert "up to date" in _ok(project.root, "status").lower()
 
 
-def test_corrupt_object_in_the_remote_is_refused(tmp_path: Path, vesselnn_dir: Path) -> None:
-    project = _pushed_project(tmp_path, vesselnn_dir, large_bytes=0)
-    victim = "labels/santos2015_lowContrastVessels_labelsMarc.tif"
-    stored = project.remote_object(victim)
+def _corrupt_remote_object(project: Project, name: str) -> tuple[Path, bytes]:
+    """Flip three bytes of ``name``'s object in the remote; its path and original bytes."""
+    stored = project.remote_object(name)
     original = stored.read_bytes()
     stored.chmod(0o644)
     flipped = bytearray(original)
     for offset in (1000, len(flipped) // 2, len(flipped) - 1):
         flipped[offset] ^= 0xFF
     stored.write_bytes(bytes(flipped))
+    return stored, original
+
+
+def test_corrupt_object_in_the_remote_is_refused(tmp_path: Path, vesselnn_dir: Path) -> None:
+    project = _pushed_project(tmp_path, vesselnn_dir, large_bytes=0)
+    victim = "labels/santos2015_lowContrastVessels_labelsMarc.tif"
+    stored, original = _corrupt_remote_object(project, victim)
 
     refused = _dvc(project.root, "pull")
     assert refused.returncode != 0

@@ -12,9 +12,6 @@ in-process :class:`Predictor` on a crop of a real VesselNN volume.
 from __future__ import annotations
 
 import gzip
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +24,7 @@ import pytest
 import requests
 import tifffile
 from tests.v2.conftest import PREDICTION_EXTRA, TINY_SEGRESNET
-from tests.v2.integration.processes import free_port, start_group, stop_group, wait_healthy
+from tests.v2.integration.processes import Started, minivess_serve, wait_healthy
 
 from minivess.data.io import read_tiff, read_volume, write_nifti
 from minivess.data.volume import Volume
@@ -35,7 +32,6 @@ from minivess.inference import Prediction, Predictor
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 240
 MAX_UPLOAD_MB = 1
 MAX_VOXELS = 200_000
@@ -51,13 +47,6 @@ class Inputs:
     nifti: Path
     volume: Volume
     expected: Prediction
-
-
-@dataclass(frozen=True)
-class Started:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
 
 
 @pytest.fixture(scope="module")
@@ -108,22 +97,14 @@ def inputs(vesselnn_dir: Path, model_dir: Path, tmp_path_factory: pytest.TempPat
 def started(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Started]:
     """``minivess serve`` of the registry champion, in a folder without a settings file."""
     folder = tmp_path_factory.mktemp("minivess-serve")
-    port = free_port()
-    env = dict(
-        os.environ,
-        BENTOML_DO_NOT_TRACK="True",
-        MLFLOW_DISABLE_TELEMETRY="true",
+    with minivess_serve(
+        ["--model", CHAMPION],
+        folder,
         MINIVESS_TRACKING__URI=f"sqlite:///{model_dir / 'mlflow.db'}",
         MINIVESS_SERVE__MAX_UPLOAD_MB=str(MAX_UPLOAD_MB),
         MINIVESS_SERVE__MAX_VOXELS=str(MAX_VOXELS),
-    )
-    command = [str(BIN / "minivess"), "serve", "--model", CHAMPION, "--port", str(port)]
-    log = folder / "server.log"
-    process = start_group(command, log, env=env, cwd=folder)
-    try:
-        yield Started(f"http://127.0.0.1:{port}", process, log)
-    finally:
-        stop_group(process)
+    ) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

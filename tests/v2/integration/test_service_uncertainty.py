@@ -11,8 +11,6 @@ real crops (no drift) and the same crops with detector gain, offset and noise ch
 from __future__ import annotations
 
 import gzip
-import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ import numpy as np
 import pytest
 import requests
 from tests.v2.conftest import PREDICTION_EXTRA, TINY_SEGRESNET
-from tests.v2.integration.processes import free_port, start_group, stop_group, wait_healthy
+from tests.v2.integration.processes import Started, minivess_serve, wait_healthy
 
 from minivess.data.io import read_tiff, read_volume, write_nifti
 from minivess.data.volume import Volume
@@ -33,7 +31,6 @@ from minivess.uncertainty import UncertaintyHead
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 240
 DRIFT_TIMEOUT_S = 300
 TASK_TIMEOUT_S = 180
@@ -47,13 +44,6 @@ ALPHA = 0.2
 class Model:
     checkpoint: Path
     head: UncertaintyHead
-
-
-@dataclass(frozen=True)
-class Started:
-    url: str
-    process: Any
-    log: Path
 
 
 @dataclass(frozen=True)
@@ -121,30 +111,14 @@ def started(
     model: Model, reference: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Started]:
     folder = tmp_path_factory.mktemp("minivess-serve-uq")
-    port = free_port()
-    env = dict(
-        os.environ,
-        BENTOML_DO_NOT_TRACK="True",
-        MLFLOW_DISABLE_TELEMETRY="true",
+    args = ["--model", str(model.checkpoint), "--drift-reference", str(reference)]
+    with minivess_serve(
+        args,
+        folder,
         MINIVESS_SERVE__DRIFT_WINDOW=str(WINDOW),
         MINIVESS_SERVE__DRIFT_TILE=str(TILE),
-    )
-    command = [
-        str(BIN / "minivess"),
-        "serve",
-        "--model",
-        str(model.checkpoint),
-        "--drift-reference",
-        str(reference),
-        "--port",
-        str(port),
-    ]
-    log = folder / "server.log"
-    process = start_group(command, log, env=env, cwd=folder)
-    try:
-        yield Started(f"http://127.0.0.1:{port}", process, log)
-    finally:
-        stop_group(process)
+    ) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
