@@ -9,8 +9,9 @@ Each of ``clients`` threads posts the volume to ``/segment`` until ``requests`` 
 come back in total. The resident memory of the server's process tree is sampled throughout:
 before the load (baseline), its peak, and a few seconds after (settled). With ``--rounds N`` the
 report adds a leak verdict: the least-squares slope of the settled memory across rounds and
-whether the last round settled within ``--leak-tolerance-mib`` of the first. The first round's
-settled memory is the reference because it already holds the one-off growth of warming up.
+whether the last round settled within ``--leak-tolerance-mib`` of the first (whose settled
+memory already holds the one-off growth of warming up). Every report also says whether the
+last round settled within that tolerance of the idle server's memory before the first round.
 """
 
 from __future__ import annotations
@@ -78,18 +79,23 @@ def tree_rss_mib(pid: int) -> float:
     return total / 2**20
 
 
-def leak_verdict(settled_mib: Sequence[float], tolerance_mib: float) -> dict[str, object]:
-    """Whether the server's settled memory grows from round to round.
+def leak_verdict(
+    settled_mib: Sequence[float], tolerance_mib: float, start_mib: float | None = None
+) -> dict[str, object]:
+    """Whether the server's settled memory grows from round to round, and returns to its start.
 
     Args:
         settled_mib: Settled resident memory after each round, in MiB, in order.
-        tolerance_mib: Largest growth from the first round to the last called no leak.
+        tolerance_mib: Largest growth from the first round to the last called no leak, and
+            largest distance above ``start_mib`` still called a return to the start.
+        start_mib: Resident memory of the idle server before the first round, if measured.
 
     Returns:
         The settled figures, the least-squares slope in MiB per round, the growth from the
         first round to the last, whether that growth is within ``tolerance_mib``, and a
         one-line ``verdict``. With fewer than two rounds there is nothing to compare: slope,
-        growth and ``within_tolerance`` are ``None``.
+        growth and ``within_tolerance`` are ``None``. With ``start_mib``: how far the last
+        settled figure is above it (``above_start_mib``) and ``returned_to_start``.
 
     Raises:
         ValueError: If ``settled_mib`` is empty or ``tolerance_mib`` is negative.
@@ -104,12 +110,24 @@ def leak_verdict(settled_mib: Sequence[float], tolerance_mib: float) -> dict[str
         "settled_rss_mib": [round(value, 1) for value in settled_mib],
         "tolerance_mib": tolerance_mib,
     }
+    returned = ""
+    if start_mib is not None:
+        above = settled_mib[-1] - start_mib
+        figures |= {
+            "start_rss_mib": round(start_mib, 1),
+            "above_start_mib": round(above, 1),
+            "returned_to_start": above <= tolerance_mib,
+        }
+        returned = (
+            f"; settled {above:+.1f} MiB from the idle start "
+            f"({'returned' if above <= tolerance_mib else 'did not return'})"
+        )
     if rounds < 2:
         return figures | {
             "slope_mib_per_round": None,
             "growth_mib": None,
             "within_tolerance": None,
-            "verdict": "one round: run with --rounds 2 or more for a leak verdict",
+            "verdict": "one round: run with --rounds 2 or more for a leak verdict" + returned,
         }
     mean_x = (rounds - 1) / 2
     mean_y = statistics.fmean(settled_mib)
@@ -121,7 +139,7 @@ def leak_verdict(settled_mib: Sequence[float], tolerance_mib: float) -> dict[str
     verdict = (
         f"{'no leak seen' if within else 'possible leak'}: settled RSS {growth:+.1f} MiB "
         f"from round 1 to round {rounds} (tolerance {tolerance_mib:g} MiB), "
-        f"slope {slope:+.2f} MiB/round"
+        f"slope {slope:+.2f} MiB/round{returned}"
     )
     return figures | {
         "slope_mib_per_round": round(slope, 2),
@@ -188,7 +206,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         run_round(args.url, volume, args.file.name, args.clients, args.requests, args.server_pid)
         for _ in range(args.rounds)
     ]
-    leak = leak_verdict([r.rss_after_mib for r in rounds], args.leak_tolerance_mib)
+    leak = leak_verdict(
+        [r.rss_after_mib for r in rounds], args.leak_tolerance_mib, rounds[0].rss_before_mib
+    )
     report: dict[str, object] = {
         "clients": args.clients,
         "volume": args.file.name,

@@ -153,6 +153,10 @@ class ServeSettings(_Section):
     with the reference; no verdict until this many have been collected."""
     drift_tile: int = Field(default=128, ge=8)
     """Crop side (voxels) of one feature row: the ``--tile`` the reference was made with."""
+    release_memory_idle_s: float | None = Field(default=2.0, ge=0)
+    """Seconds without a request after which the worker hands its freed heap back to the OS
+    (glibc ``malloc_trim``), so its memory returns to the idle level after load; unset: keep
+    the allocator's default (memory stays at the high-water mark of the busiest burst)."""
 
     @field_validator("model")
     @classmethod

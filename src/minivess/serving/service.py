@@ -42,6 +42,7 @@ from minivess.data.volume import Volume
 from minivess.errors import MinivessError
 from minivess.serving.drift import DriftMonitor, off_status
 from minivess.serving.guard import UploadGuard
+from minivess.serving.memory import IdleReleaser, can_release
 from minivess.serving.outputs import (
     Output,
     OutputUnavailable,
@@ -180,19 +181,22 @@ class VesselSegmentation:
         self._inference = threading.Lock()
         self.progress = PROGRESS
         self.drift = drift_monitor(settings, self.model.predictor.uncertainty)
+        self.memory = memory_releaser(settings)
 
     @bentoml.on_shutdown
-    def stop_drift_monitor(self) -> None:
-        """Stop the drift thread with the worker."""
+    def stop_background_threads(self) -> None:
+        """Stop the drift and memory threads with the worker."""
         if self.drift is not None:
             self.drift.close()
+        self.memory.close()
 
     @bentoml.api
     def segment(self, file: Path, ctx: bentoml.Context) -> Path:
         """The vessel mask (``uint8``, 1 = vessel) of a NIfTI or TIFF volume, as ``.nii.gz``."""
-        prediction, _ = self._predict(file, Path(ctx.temp_dir), "segment")
-        target = Path(ctx.temp_dir) / "mask.nii.gz"
-        return write_nifti(target, prediction.mask.array, like=prediction.mask)
+        with self.memory.request():
+            prediction, _ = self._predict(file, Path(ctx.temp_dir), "segment")
+            target = Path(ctx.temp_dir) / "mask.nii.gz"
+            return write_nifti(target, prediction.mask.array, like=prediction.mask)
 
     @bentoml.task
     def segment_async(self, file: Path, ctx: bentoml.Context) -> bytes:
@@ -205,16 +209,19 @@ class VesselSegmentation:
         """
         task = self.progress.track(_task_id(ctx))
         try:
-            prediction, _ = self._predict(file, Path(ctx.temp_dir), "segment_async", task=task)
-            task.stage("writing")
-            target = Path(ctx.temp_dir) / "mask.nii.gz"
-            # bytes, not a Path: BentoML 1.4's task result store cannot serialise a file response
-            mask = write_nifti(target, prediction.mask.array, like=prediction.mask).read_bytes()
+            with self.memory.request():
+                prediction, _ = self._predict(file, Path(ctx.temp_dir), "segment_async", task=task)
+                task.stage("writing")
+                target = Path(ctx.temp_dir) / "mask.nii.gz"
+                # bytes, not a Path: BentoML 1.4's task store cannot serialise a file response
+                mask = write_nifti(target, prediction.mask.array, like=prediction.mask)
+                del prediction
+                mask_bytes = mask.read_bytes()
         except Exception as exc:
             task.failed(_public_error(exc))
             raise
         task.stage("done")
-        return mask
+        return mask_bytes
 
     @bentoml.api
     def probabilities(self, file: Path, ctx: bentoml.Context) -> Path:
@@ -222,9 +229,10 @@ class VesselSegmentation:
 
         Calibrated when the model stores a calibration (``/summary`` says ``calibrated``).
         """
-        prediction, _ = self._predict(file, Path(ctx.temp_dir), "probabilities")
-        target = Path(ctx.temp_dir) / "probabilities.nii.gz"
-        return write_nifti(target, prediction.probability.array, like=prediction.probability)
+        with self.memory.request():
+            prediction, _ = self._predict(file, Path(ctx.temp_dir), "probabilities")
+            target = Path(ctx.temp_dir) / "probabilities.nii.gz"
+            return write_nifti(target, prediction.probability.array, like=prediction.probability)
 
     @bentoml.api
     def conformal(self, file: Path, ctx: bentoml.Context) -> Path:
@@ -251,14 +259,15 @@ class VesselSegmentation:
     def summary(self, file: Path, ctx: bentoml.Context) -> VolumeSummary:
         """Vessel voxel count, fraction and volume of a volume, with its geometry and model."""
         start = time.perf_counter()
-        prediction, volume = self._predict(file, Path(ctx.temp_dir), "summary")
-        return summarise(
-            volume,
-            prediction,
-            self.model.describe(),
-            total_seconds=time.perf_counter() - start,
-            head=self.model.predictor.uncertainty,
-        )
+        with self.memory.request():
+            prediction, volume = self._predict(file, Path(ctx.temp_dir), "summary")
+            return summarise(
+                volume,
+                prediction,
+                self.model.describe(),
+                total_seconds=time.perf_counter() - start,
+                head=self.model.predictor.uncertainty,
+            )
 
     def drift_status(self) -> dict[str, Any]:
         """What ``GET /drift`` answers: the latest verdict, ``collecting``, or ``off``."""
@@ -269,9 +278,10 @@ class VesselSegmentation:
             require_output(self.model.predictor.uncertainty, output, self.model.source)
         except OutputUnavailable as exc:
             raise BentoMLException(str(exc), error_code=exc.status) from None
-        prediction, _ = self._predict(file, workdir, output)
-        found = output_volume(prediction, output)
-        return write_nifti(workdir / f"{output}.nii.gz", found.array, like=found)
+        with self.memory.request():
+            prediction, _ = self._predict(file, workdir, output)
+            found = output_volume(prediction, output)
+            return write_nifti(workdir / f"{output}.nii.gz", found.array, like=found)
 
     def _predict(
         self, file: Path, workdir: Path, endpoint: str, *, task: TaskTracker = UNTRACKED
@@ -292,6 +302,18 @@ class VesselSegmentation:
         if self.drift is not None:
             self.drift.observe(volume, prediction.probability.array)
         return prediction, volume
+
+
+def memory_releaser(settings: ServeSettings) -> IdleReleaser:
+    """The worker's :class:`IdleReleaser`, started unless ``serve.release_memory_idle_s`` is unset.
+
+    Unset, requests are still counted but the heap is never trimmed (the allocator's own
+    behaviour, for comparison in benchmarks).
+    """
+    delay = settings.release_memory_idle_s
+    if delay is None or not can_release():
+        return IdleReleaser(release=lambda: False)
+    return IdleReleaser(delay).start()
 
 
 def drift_monitor(settings: ServeSettings, head: UncertaintyHead | None) -> DriftMonitor | None:

@@ -149,3 +149,72 @@ def test_slow_upload_is_served_while_other_clients_are(
     assert fast.status_code == 200, fast.text
     assert slow["response"].status_code == 200, slow["response"].text
     assert slow["response"].json()["vessel_voxels"] == fast.json()["vessel_voxels"]
+
+
+def _tree_rss_mib(pid: int) -> float:
+    import psutil
+
+    root = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+
+
+def test_worker_gives_its_memory_back_once_idle(
+    service: tuple[str, int], vesselnn_dir: Path, tmp_path: Path
+) -> None:
+    """After a burst of full-size requests the server's memory returns to its idle level.
+
+    Without the idle release (``serve.release_memory_idle_s``), glibc keeps the freed heap of
+    the request threads and the server stays hundreds of MiB above where it started.
+    """
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, pid = service
+    source = vesselnn_dir / "denoised" / "burgess2014_noisySparseVessels_BM4D_denoised.tif"
+    full = read_tiff(source).array  # 512x512x10, real
+    payload = write_nifti(tmp_path / "full.nii.gz", full, like=Volume(full, np.eye(4)))
+    time.sleep(3)  # earlier tests' requests are released by now
+    before = _tree_rss_mib(pid)
+    peak = before
+    sampling = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not sampling.is_set():
+            peak = max(peak, _tree_rss_mib(pid))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            codes = list(
+                pool.map(
+                    lambda _: (
+                        requests.post(
+                            f"{url}/probabilities",
+                            files={"file": ("full.nii.gz", payload.read_bytes())},
+                            timeout=600,
+                        ).status_code
+                    ),
+                    range(4),
+                )
+            )
+    finally:
+        sampling.set()
+        sampler.join()
+    assert codes == [200] * 4
+    grown = peak - before
+    assert grown > 100, f"the burst did not exercise memory (peak {peak:.0f}, idle {before:.0f})"
+    allowed = max(32.0, 0.25 * grown)
+    deadline = time.monotonic() + 30
+    settled = _tree_rss_mib(pid)
+    while settled - before > allowed and time.monotonic() < deadline:
+        time.sleep(0.5)
+        settled = _tree_rss_mib(pid)
+    print(f"server RSS idle {before:.0f} / peak {peak:.0f} / settled {settled:.0f} MiB")
+    assert settled - before <= allowed, (
+        f"server RSS stayed at {settled:.0f} MiB after the burst (idle {before:.0f}, "
+        f"peak {peak:.0f} MiB)"
+    )

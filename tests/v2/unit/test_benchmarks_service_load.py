@@ -58,6 +58,16 @@ def test_slope_is_the_least_squares_fit(service_load: ModuleType) -> None:
     assert leak["within_tolerance"] is False  # +70 MiB from first to last
 
 
+def test_memory_left_above_the_idle_start_is_reported(service_load: ModuleType) -> None:
+    kept = service_load.leak_verdict([1443.0, 1533.0, 1533.0], tolerance_mib=50, start_mib=1162.0)
+    assert kept["above_start_mib"] == 371.0
+    assert kept["returned_to_start"] is False
+    assert "+371.0 MiB from the idle start (did not return)" in kept["verdict"]
+    given_back = service_load.leak_verdict([1184.0, 1185.2], tolerance_mib=50, start_mib=1162.5)
+    assert given_back["returned_to_start"] is True
+    assert given_back["verdict"].endswith("+22.7 MiB from the idle start (returned)")
+
+
 def test_one_round_gives_no_verdict(service_load: ModuleType) -> None:
     leak = service_load.leak_verdict([640.0], tolerance_mib=50)
     assert leak["slope_mib_per_round"] is None
@@ -123,6 +133,7 @@ def test_report_holds_the_settled_memory_of_every_round_and_the_verdict(
     assert leak["tolerance_mib"] == 64
     assert leak["settled_rss_mib"] == [r["rss_after_mib"] for r in report["rounds"]]
     assert all(value > 0 for value in leak["settled_rss_mib"])
+    assert leak["start_rss_mib"] == report["rounds"][0]["rss_before_mib"]
     assert report["errors"] == []
     assert capsys.readouterr().out.rstrip().endswith(leak["verdict"])
 
