@@ -39,6 +39,10 @@ figures below are that run's, on the machine described under it. Re-run to refre
   divided by the time; the fraction compares this with the best of 5 dense 2048x2048 matmuls
   in the same precision, measured in the same run. Agreement is the fraction of voxels whose
   argmax class is the same as on the baseline.
+- **Serving.** `minivess serve` with the same checkpoint in its own process, against
+  `Predictor.predict(read_volume(file))` in the benchmark's process, one request and one
+  in-process prediction in turn on the same real volume (as `.nii.gz`), after one warm-up of
+  each; then concurrent clients (`benchmarks/serving.py`).
 - **Training.** Both loops draw from the same training loader (quick profile: 96x96x16
   patches, 2 per step, memory cache) on fold 0 of the prepared VesselNN dataset and train a
   fresh SegResNet(init_filters=16) with DiceCE and AdamW. The project path is
@@ -74,6 +78,56 @@ def _machine(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def _verdict(met: bool) -> str:
+    return "**met**" if met else "not met"
+
+
+def _targets(report: dict[str, Any]) -> list[str]:
+    """Each target of the performance issue against this run's figures."""
+    lines = [
+        "## Targets (this run)",
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
+    ]
+    for row in report["inference"]:
+        shape = "x".join(map(str, row["shape"]))
+        p, onnx = row["project"], row["onnx"]
+        fast = p["speedup"] >= 3.0 and p["argmax_agreement"] >= 0.999
+        lines.append(
+            f"| inference {shape}: torch path >= 3x eager fp32, masks agree on >= 99.9% "
+            f"| {p['speedup']:.2f}x, agreement {p['argmax_agreement']:.5f} "
+            f"({p['agreement_same_blending']:.5f} at equal blending) | {_verdict(fast)} |"
+        )
+        ratio = p["seconds"]["median"] / onnx["seconds"]["median"]
+        lines.append(
+            f"| inference {shape}: ONNX Runtime no slower than the torch path "
+            f"| ONNX {onnx['seconds']['median']:.1f} s vs torch {p['seconds']['median']:.1f} s "
+            f"({ratio:.2f}x the torch path's speed) | {_verdict(ratio >= 1.0)} |"
+        )
+        if row["shape"][2] >= 110:
+            peak = max(p["peak_rss_mb"], onnx["peak_rss_mb"]) / 1024
+            lines.append(
+                f"| {shape} inference peaks below 3 GiB RSS | torch {p['peak_rss_mb']:.0f} MiB, "
+                f"ONNX {onnx['peak_rss_mb']:.0f} MiB | {_verdict(peak < 3.0)} |"
+            )
+    serving = report.get("serving")
+    if serving is not None:
+        shape = "x".join(map(str, serving["shape"]))
+        overhead = serving["rest_overhead"]
+        lines.append(
+            f"| REST p50 within 15% of in-process prediction ({shape}) "
+            f"| {overhead:+.1%} | {_verdict(overhead <= 0.15)} |"
+        )
+    ratio = report["training"]["ratio"]
+    lines.append(
+        f"| training >= 1.5x the plain MONAI loop's patches/s (at equal Dice after equal time) "
+        f"| {ratio:.2f}x patches/s; Dice at equal time not measured "
+        f"| {'not met' if ratio < 1.5 else 'not shown'} |"
+    )
+    return [*lines, ""]
+
+
 def _inference(report: dict[str, Any]) -> list[str]:
     lines = [
         "## Inference (full volume, sliding window 96x96x16, overlap 0.25)",
@@ -100,6 +154,37 @@ def _inference(report: dict[str, Any]) -> list[str]:
                 f"| {r['peak_rss_mb']:.0f} | {agreement} |"
             )
     return [*lines, ""]
+
+
+def _serving(report: dict[str, Any]) -> list[str]:
+    s = report.get("serving")
+    if s is None:
+        return []
+    shape = "x".join(map(str, s["shape"]))
+    c = s["concurrent"]
+    return [
+        "## Serving (REST round trip vs in-process prediction)",
+        "",
+        f"`minivess serve` (one worker, {s['backend']} {s['precision']}) on 127.0.0.1 and, in the "
+        f"benchmark's own process, `Predictor.predict(read_volume(file))` with the same model and "
+        f"threads, alternating one request and one in-process prediction; {s['volume']} "
+        f"({shape}, {s['upload_bytes'] / 2**20:.1f} MiB upload). The round trip is "
+        "`POST /segment`: upload, read, predict, write the `.nii.gz` mask, download. Load "
+        f"average before / after: {s['load_average'][0]} / {s['load_average'][1]}.",
+        "",
+        "| path | seconds: median (min-max) | vs in-process |",
+        "|---|---|---|",
+        f"| in-process (read + predict) | {_spread(s['in_process_s'])} | 1.00x |",
+        f"| REST, 1 client | {_spread(s['rest_s'])} | {1 + s['rest_overhead']:.2f}x "
+        f"({s['rest_overhead']:+.1%}) |",
+        f"| REST, {c['clients']} clients x {c['requests'] // c['clients']} requests: latency "
+        f"| {_spread(c['latency_s'])} | |",
+        "",
+        f"Throughput with {c['clients']} concurrent clients: {c['throughput_rps']:.3f} req/s "
+        f"against {c['in_process_rps']:.3f} predictions/s in process (the worker predicts one "
+        "volume at a time, so concurrent requests queue).",
+        "",
+    ]
 
 
 def _training(report: dict[str, Any]) -> list[str]:
@@ -175,14 +260,33 @@ def gpu_section(path: Path = GPU_RESULTS) -> list[str]:
     ]
 
 
-def render(report: dict[str, Any]) -> str:
-    """The Markdown page: the method header, then one table per benchmark."""
+KEPT = "<!-- run_all keeps everything below this line: figures from separate scripts -->"
+"""Marker in ``docs/benchmarks.md``: the sections after it (load runs, chunked prediction,
+explorations) come from their own scripts and survive a re-run of ``run_all``."""
+
+
+def kept_sections(previous: str) -> str:
+    """The part of a previous page from :data:`KEPT` on (empty if it has no marker)."""
+    at = previous.find(KEPT)
+    return previous[at:] if at >= 0 else ""
+
+
+def render(report: dict[str, Any], kept: str = "") -> str:
+    """The Markdown page: the method header, one table per benchmark, then ``kept``.
+
+    Args:
+        report: Figures of :func:`benchmarks.run_all.collect`.
+        kept: :func:`kept_sections` of the page being replaced.
+    """
     parts = [
         HEADER,
         *_machine(report),
+        *_targets(report),
         *_inference(report),
+        *_serving(report),
         *_training(report),
         *_data(report),
         *gpu_section(),
+        kept or KEPT,
     ]
-    return "\n".join(parts)
+    return "\n".join(parts).rstrip("\n") + "\n"

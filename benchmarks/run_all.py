@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from benchmarks import data_pipeline, inference, training
+from benchmarks import data_pipeline, inference, serving, training
 from benchmarks.common import (
     REPO_ROOT,
     configure_threads,
@@ -27,7 +27,7 @@ from benchmarks.common import (
     prepared_dataset,
     vesselnn_dir,
 )
-from benchmarks.report import render
+from benchmarks.report import kept_sections, render
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class Settings:
     loader_epochs: int = 2
     step_repeats: int = 3
     matmul_size: int = 2048
+    serving_repeats: int = 3
+    serving_clients: int = 2
 
 
 def resolve_model(model: Path | None, params: dict[str, Any], scratch: Path) -> tuple[Path, str]:
@@ -72,8 +74,32 @@ def resolve_model(model: Path | None, params: dict[str, Any], scratch: Path) -> 
     from minivess.adapters import build_adapter
 
     torch.manual_seed(0)
-    path = build_adapter("segresnet", params).save_checkpoint(scratch / "random.pt")
+    # What training stores, so the serving benchmark can predict with it on its own.
+    extra = {
+        "preprocessing": {"percentile_lower": 1.0, "percentile_upper": 99.8},
+        "inference": {
+            "roi_size": [96, 96, 16],
+            "overlap": 0.25,
+            "sw_batch_size": 1,
+            "precision": "auto",
+        },
+    }
+    path = build_adapter("segresnet", params).save_checkpoint(scratch / "random.pt", extra=extra)
     return path, f"seeded SegResNet({params}) with random weights (agreement is on random weights)"
+
+
+def serving_volume(source: Path, scratch: Path, size: int | None) -> Path:
+    """The inference benchmark's real volume (its in-plane corner if ``size``) as ``.nii.gz``."""
+    import numpy as np
+
+    from minivess.data.io import read_tiff, write_nifti
+    from minivess.data.volume import Volume
+
+    volume = read_tiff(source / "denoised" / inference.VOLUME)
+    if size is not None:
+        volume = Volume(np.ascontiguousarray(volume.array[:size, :size]), volume.affine)
+    name = f"{Path(inference.VOLUME).stem}.nii.gz"
+    return write_nifti(scratch / name, volume.array, like=volume)
 
 
 def collect(
@@ -94,8 +120,8 @@ def collect(
             ``data/prepared/vesselnn``, or ``source`` prepared into ``scratch``.
 
     Returns:
-        ``{"machine", "settings", "model", "matmul_peak_gflops", "inference", "training",
-        "data_pipeline"}``.
+        ``{"machine", "settings", "model", "matmul_peak_gflops", "inference", "serving",
+        "training", "data_pipeline"}``.
     """
     settings = settings or Settings()
     configure_threads()
@@ -111,6 +137,12 @@ def collect(
         roi=settings.roi,
         size=settings.crop,
         peaks=peaks,
+    )
+    report["serving"] = serving.run(
+        checkpoint,
+        serving_volume(source, scratch, settings.crop),
+        repeats=settings.serving_repeats,
+        clients=settings.serving_clients,
     )
     dataset_dir, splits_file = dataset or prepared_dataset(source, scratch)
     report["dataset"] = (
@@ -148,7 +180,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="minivess-bench-") as tmp:
         report = collect(vesselnn_dir(), args.model, Path(tmp))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(report))
+    previous = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
+    args.out.write_text(render(report, kept_sections(previous)), encoding="utf-8")
     print(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.v2.conftest import PREDICTION_EXTRA
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TINY = {"init_filters": 4, "num_groups": 4, "blocks_down": [1, 1, 1], "blocks_up": [1, 1]}
@@ -36,9 +37,11 @@ def test_run_all_reports_every_benchmark(
         loader_epochs=2,
         step_repeats=1,
         matmul_size=64,
+        serving_repeats=1,
+        serving_clients=2,
     )
     dataset_dir = prepared_synthetic.out
-    model = tiny_adapter.save_checkpoint(tmp_path / "tiny.pt")
+    model = tiny_adapter.save_checkpoint(tmp_path / "tiny.pt", extra=PREDICTION_EXTRA)
     report = collect(
         vesselnn_dir, model, tmp_path, settings, dataset=(dataset_dir, dataset_dir / "splits.json")
     )
@@ -60,6 +63,17 @@ def test_run_all_reports_every_benchmark(
             assert figures["peak_rss_mb"] > 0
             assert figures["fraction_of_matmul_peak"] > 0
 
+    served = report["serving"]
+    assert served["shape"] == [64, 64, 25]  # the real volume's corner, all its slices
+    assert served["in_process_s"]["n"] == served["rest_s"]["n"] == 1
+    assert served["rest_s"]["min"] > 0
+    assert served["in_process_s"]["min"] > 0
+    assert served["rest_overhead"] == pytest.approx(
+        served["rest_s"]["median"] / served["in_process_s"]["median"] - 1
+    )
+    assert served["concurrent"]["requests"] == 4
+    assert served["concurrent"]["latency_s"]["n"] == 4
+
     train = report["training"]
     assert train["steps"] == 2
     assert train["patches_per_step"] == 2
@@ -73,6 +87,23 @@ def test_run_all_reports_every_benchmark(
     assert all(len(r["epochs"]) == 2 and r["epochs"][0]["samples"] > 0 for r in loaders.values())
 
     page = render(report)
-    for title in ("## Machine", "## Inference", "## Training throughput", "## Data pipeline"):
+    titles = ("## Machine", "## Targets", "## Inference", "## Serving", "## Training throughput")
+    for title in titles:
         assert title in page
     assert "| project-fp32 | fp32 |" in page
+    assert "| REST, 1 client |" in page
+
+
+def test_a_rerun_keeps_the_sections_measured_by_other_scripts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    sys.modules.pop("benchmarks", None)
+    from benchmarks.report import KEPT, kept_sections
+
+    load_run = f"{KEPT}\n\n## Service under concurrent load\n\n| 1 | 200 | 0 |\n"
+    previous = "# Benchmarks\n\n## Inference\n\nold figures\n\n" + load_run
+    assert kept_sections(previous) == load_run
+    assert kept_sections("# Benchmarks\n\nno marker\n") == ""
+    page = (REPO_ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    assert "## Service under concurrent load" in kept_sections(page)
