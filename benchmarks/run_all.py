@@ -72,18 +72,15 @@ def resolve_model(model: Path | None, params: dict[str, Any], scratch: Path) -> 
             shown = shown.relative_to(REPO_ROOT)
         return model, f"trained checkpoint `{shown}`"
     from minivess.adapters import build_adapter
+    from minivess.config.model import InferenceConfig
+    from minivess.inference import PredictionSettings, Preprocessing
 
     torch.manual_seed(0)
     # What training stores, so the serving benchmark can predict with it on its own.
-    extra = {
-        "preprocessing": {"percentile_lower": 1.0, "percentile_upper": 99.8},
-        "inference": {
-            "roi_size": [96, 96, 16],
-            "overlap": 0.25,
-            "sw_batch_size": 1,
-            "precision": "auto",
-        },
-    }
+    extra = PredictionSettings(
+        Preprocessing(percentile_lower=1.0, percentile_upper=99.8),
+        InferenceConfig(roi_size=(96, 96, 16), overlap=0.25, precision="auto"),
+    ).to_extra()
     path = build_adapter("segresnet", params).save_checkpoint(scratch / "random.pt", extra=extra)
     return path, f"seeded SegResNet({params}) with random weights (agreement is on random weights)"
 

@@ -163,8 +163,7 @@ def soup(
     result = greedy_soup(members, score)
     first = members[result.ingredients[0]][1]
     extra = {
-        "preprocessing": settings.preprocessing.model_dump(),
-        "inference": settings.inference.model_dump(mode="json"),
+        **settings.to_extra(),
         "soup": {
             "ingredients": [str(models[i]) for i in result.ingredients],
             "scores": list(result.scores),

@@ -208,7 +208,7 @@ def evaluate(
             "confidence": float(confidence),
             "seed": int(seed),
         },
-        model={**predictor.model.to_dict(), "settings": _settings_dict(predictor.settings)},
+        model={**predictor.model.to_dict(), "settings": predictor.settings.to_extra()},
         views=views,
     )
 
@@ -268,13 +268,6 @@ def _table(rows: list[dict[str, Any]], scores: Mapping[str, torch.Tensor]) -> pd
     for name in METRICS:
         table[name] = scores[name].double().cpu().numpy()
     return table[list(COLUMNS)]
-
-
-def _settings_dict(settings: PredictionSettings) -> dict[str, Any]:
-    return {
-        "preprocessing": settings.preprocessing.model_dump(),
-        "inference": settings.inference.model_dump(mode="json"),
-    }
 
 
 def _case_title(case_id: str, table: pd.DataFrame) -> str:

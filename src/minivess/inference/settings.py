@@ -90,6 +90,16 @@ class PredictionSettings:
             raise ValueError(describe_validation_error(exc, section)) from None
         return cls(preprocessing, inference)
 
+    def to_extra(self) -> dict[str, Any]:
+        """The ``preprocessing`` and ``inference`` entries of a checkpoint's ``extra`` (JSON).
+
+        :meth:`from_extra` reads them back to equal settings.
+        """
+        return {
+            "preprocessing": self.preprocessing.model_dump(mode="json"),
+            "inference": self.inference.model_dump(mode="json"),
+        }
+
     @classmethod
     def from_checkpoint(cls, info: CheckpointInfo) -> Self:
         """The settings stored in a checkpoint.

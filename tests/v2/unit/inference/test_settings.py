@@ -19,6 +19,15 @@ def test_training_extras_round_trip() -> None:
     assert settings.inference.precision == "fp32"
 
 
+def test_settings_written_back_to_extra_read_as_equal() -> None:
+    import json
+
+    settings = PredictionSettings.from_extra(PREDICTION_EXTRA)
+    extra = json.loads(json.dumps(settings.to_extra()))  # plain JSON, as checkpoints store it
+    assert PredictionSettings.from_extra(extra) == settings
+    assert extra["inference"]["roi_size"] == [32, 32, 8]
+
+
 @pytest.mark.parametrize(
     ("extra", "named"),
     [
