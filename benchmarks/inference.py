@@ -1,11 +1,10 @@
 """Full-volume inference: plain MONAI sliding window (eager fp32) vs the project's backends.
 
 Paths: ``baseline`` (MONAI tutorial style, eager fp32), ``project`` (``adapter.predict_volume``,
-bf16 where the CPU has it), ``project-fp32`` (the same call in eager fp32: the project's
-Gaussian blending without its reduced precision, so that ``project``'s agreement with it
-measures precision alone, while its agreement with ``baseline`` also counts the change of
-blending) and ``onnx`` (ONNX Runtime on the exported graph, fp32, the same sliding window as
-``project``). Each path runs in its own fresh worker process (``--worker``)
+bf16 where the CPU has it, the default ``constant`` blending), ``project-fp32`` (the same call
+in eager fp32, so that ``project``'s agreement with it measures precision alone) and ``onnx``
+(ONNX Runtime on the exported graph, fp32, the same sliding window as ``project``).
+Each path runs in its own fresh worker process (``--worker``)
 on the same saved volume and checkpoint, so that its peak RSS is its own (``ru_maxrss`` is per
 process) and no path inherits another's warmed allocator; the graph is exported by the parent,
 outside the timing. The worker times every repeat, counts the windows the network saw, and

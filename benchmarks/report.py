@@ -25,13 +25,12 @@ figures below are that run's, on the machine described under it. Re-run to refre
   `monai.inferers.sliding_window_inference(x, roi_size=(96, 96, 16), sw_batch_size=1,
   predictor=network, overlap=0.25)` in eager fp32 under `no_grad`. Project:
   `adapter.predict_volume(x, roi_size=(96, 96, 16), overlap=0.25, precision="auto")`, which
-  on a CPU with native bf16 means bf16 autocast plus `channels_last_3d`, and Gaussian
-  blending (the baseline uses MONAI's default constant blending). ONNX: the checkpoint
-  exported by `minivess.export` (before timing) and run by ONNX Runtime in fp32 with the
-  project's window and blending (`Predictor(..., backend="onnx")`). `project-fp32`: the
-  project's call with `precision="fp32"`, so that the project's agreement with it (in brackets)
-  measures precision alone, while its agreement with the baseline also counts the change from
-  constant to Gaussian blending. The volume is
+  on a CPU with native bf16 means bf16 autocast plus `channels_last_3d`, with the default
+  `inference.blend=constant` (the baseline's blending). ONNX: the checkpoint exported by
+  `minivess.export` (before timing) and run by ONNX Runtime in fp32 with the project's window
+  and blending (`Predictor(..., backend="onnx")`). `project-fp32`: the project's call with
+  `precision="fp32"`, so that the project's agreement with it (in brackets) measures precision
+  alone. The volume is
   `poon2015_BBB_Leakage` (512x512x25), normalised to the (1, 99.8) percentiles; the 110-deep
   volume (the largest MiniVess depth) is that real stack reflected along Z to 110 slices, not a
   real 110-slice acquisition. FLOPs of one window are counted with

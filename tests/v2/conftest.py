@@ -105,6 +105,7 @@ PREDICTION_EXTRA = {
         "overlap": 0.25,
         "sw_batch_size": 1,
         "precision": "fp32",
+        "blend": "constant",
     },
 }
 

@@ -24,7 +24,7 @@ from minivess.adapters.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from minivess.adapters.inference import Precision, resolve_precision
+from minivess.adapters.inference import Blend, Precision, resolve_precision, window_blending
 from minivess.registry import Registry
 
 ADAPTERS: Registry[type[ModelAdapter]] = Registry("minivess.adapters", "model adapter")
@@ -48,6 +48,7 @@ def build_adapter(name: str, params: Mapping[str, Any] | BaseModel | None = None
 __all__ = [
     "ADAPTERS",
     "AdapterConfig",
+    "Blend",
     "CheckpointError",
     "CheckpointInfo",
     "ModelAdapter",
@@ -58,4 +59,5 @@ __all__ = [
     "load_checkpoint",
     "resolve_precision",
     "save_checkpoint",
+    "window_blending",
 ]

@@ -196,10 +196,12 @@ class ModelAdapter(ABC):
     ) -> torch.Tensor:
         """Class probabilities for a whole normalised volume of any size.
 
-        Windows of ``roi_size`` are blended with Gaussian weights (MONAI's
-        ``sliding_window_inference``); a volume smaller than the window is padded and cropped
-        back, so the output always has exactly the input's spatial shape. The network is put in
-        eval mode for the call and its previous mode restored.
+        Windows of ``roi_size`` are blended by MONAI's ``sliding_window_inference``, with
+        equal weights unless :func:`~minivess.adapters.window_blending` says ``gaussian``
+        (prediction sets it from the model's ``inference.blend``); a volume smaller than the
+        window is padded and cropped back, so the output always has exactly the input's
+        spatial shape. The network is put in eval mode for the call and its previous mode
+        restored.
 
         Args:
             image: ``(C, H, W, D)`` float array or tensor, already intensity-normalised.

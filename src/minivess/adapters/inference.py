@@ -59,6 +59,42 @@ def window_progress(progress: WindowProgress | None) -> Iterator[None]:
         _WINDOW_PROGRESS.reset(token)
 
 
+GAUSSIAN_SIGMA_SCALE = 0.125
+"""Sigma of ``gaussian`` blending as a fraction of the window (MONAI's default)."""
+
+Blend = Literal["constant", "gaussian"]
+"""How overlapping windows are averaged: ``constant`` (equal weights, MONAI's default) or
+``gaussian`` (weights falling towards each window's edge, sigma 0.125 of the window)."""
+_BLEND: ContextVar[Blend] = ContextVar("window_blend", default="constant")
+
+
+@contextmanager
+def window_blending(blend: Blend) -> Iterator[None]:
+    """Blend the sliding windows run in this thread inside the block with ``blend``.
+
+    :class:`~minivess.inference.runners.TorchRunner` and the ONNX runner set it from the
+    model's ``inference.blend``; outside any block windows are blended with ``constant``
+    weights. It reaches every adapter whose ``predict_volume`` goes through
+    :func:`sliding_window_predict` without changing the adapter protocol.
+
+    Example:
+        >>> with window_blending("gaussian"):  # doctest: +SKIP
+        ...     adapter.predict_volume(image, roi_size=(64, 64, 16))
+    """
+    if blend not in get_args(Blend):
+        raise ConfigError(f"unknown blend {blend!r}: use one of {', '.join(get_args(Blend))}")
+    token = _BLEND.set(blend)
+    try:
+        yield
+    finally:
+        _BLEND.reset(token)
+
+
+def current_blending() -> Blend:
+    """The blend mode in force in this thread (see :func:`window_blending`)."""
+    return _BLEND.get()
+
+
 def count_windows(
     spatial: Sequence[int], window: Sequence[int], overlap: float | Sequence[float]
 ) -> int:
@@ -178,10 +214,11 @@ def blend_windows(
     sw_batch_size: int,
     sw_device: torch.device | None = None,
 ) -> torch.Tensor:
-    """Softmax probabilities ``(C, H, W, D)`` of ``volume`` from logits of Gaussian-blended windows.
+    """Softmax probabilities ``(C, H, W, D)`` of ``volume`` from the blended logits of windows.
 
     The one sliding window every runtime shares (torch eager or autocast, ONNX Runtime), so
-    they all produce the same mask from the same logits.
+    they all produce the same mask from the same logits. Overlaps are averaged as
+    :func:`window_blending` says (``constant`` by default).
 
     Args:
         volume: float32 CPU batch ``(1, C, H, W, D)`` (see :func:`as_batch`).
@@ -203,7 +240,8 @@ def blend_windows(
         sw_batch_size=sw_batch_size,
         predictor=predictor,
         overlap=overlap,
-        mode="gaussian",
+        mode=_BLEND.get(),
+        sigma_scale=GAUSSIAN_SIGMA_SCALE,
         sw_device=sw_device,
         device=torch.device("cpu"),
     )

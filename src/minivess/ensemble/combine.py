@@ -185,8 +185,8 @@ class EnsembleAdapter(ModelAdapter):
     ) -> torch.Tensor:
         """The combination of the members' whole-volume probabilities, ``(C, H, W, D)``.
 
-        Each member runs its own sliding window (Gaussian blending of its logits, as a single
-        model does), so the ensemble of one volume is exactly the combination of what each
+        Each member runs its own sliding window (its logits blended as a single model's are),
+        so the ensemble of one volume is exactly the combination of what each
         member predicts alone; :attr:`network` combines per patch instead, for export. Inside
         :func:`~minivess.ensemble.disagreement.collect_disagreement`, the members' mutual
         information is recorded from the same member probabilities.

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from minivess.adapters import CheckpointError, SizeRule
 from minivess.config.model import InferenceConfig, SpatialSize
 from minivess.config.validation import describe_validation_error
-from minivess.inference.settings import PredictionSettings, Preprocessing
+from minivess.inference.settings import LEGACY_BLEND, PredictionSettings, Preprocessing
 
 if TYPE_CHECKING:
     from minivess.uncertainty.head import UncertaintyHead
@@ -99,6 +99,14 @@ class OnnxMetadata(BaseModel):
     """The checkpoint's ``extra["uncertainty"]`` (calibration, conformal threshold, prediction
     sets; see :class:`~minivess.uncertainty.UncertaintyHead`), applied by
     :meth:`~minivess.inference.Predictor.from_source` to every prediction of the graph."""
+
+    @field_validator("inference", mode="before")
+    @classmethod
+    def _legacy_blend(cls, value: Any) -> Any:
+        """An export made before ``inference.blend`` existed keeps the blending it had."""
+        if isinstance(value, dict) and "blend" not in value:
+            return {**value, "blend": LEGACY_BLEND}
+        return value
 
     @field_validator("uncertainty")
     @classmethod

@@ -5,8 +5,9 @@ gives, while holding only one block of the volume in memory:
 
 * **Normalisation** uses the exact percentiles of the whole volume, found in a few streaming
   passes (:func:`streaming_percentiles`), not those of a subsample.
-* **The window grid is the global one.** MONAI's Gaussian-blended sliding window is
-  position-dependent, so blocks are not predicted as small volumes. The output is cut into
+* **The window grid is the global one.** MONAI's blended sliding window (``constant`` or
+  ``gaussian`` weights, ``inference.blend``) is position-dependent, so blocks are not
+  predicted as small volumes. The output is cut into
   blocks; each block runs every window of the *full volume's* grid that overlaps it (read from
   disk with that window's halo) and blends them exactly as MONAI does over the whole volume.
   Windows that straddle a block boundary run once per block they touch: that is the price of
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 from monai.data.utils import compute_importance_map, dense_patch_slices
 
-from minivess.adapters.inference import fit_window, resolve_precision
+from minivess.adapters.inference import GAUSSIAN_SIGMA_SCALE, fit_window, resolve_precision
 from minivess.errors import ConfigError, DataError
 from minivess.inference.lazy import LazyVolume, drop_pages, nifti_memmap, open_lazy
 from minivess.inference.runners import OnnxRunner, TorchRunner
@@ -333,7 +334,9 @@ def predict_file_chunked(
         padded, window, budget, output_bytes_per_voxel=per_voxel, mapped_bytes_per_voxel=mapped
     )
     starts = [window_starts(p, w, inference.overlap) for p, w in zip(padded, window, strict=True)]
-    importance = compute_importance_map(window, mode="gaussian", sigma_scale=0.125)
+    importance = compute_importance_map(
+        window, mode=inference.blend, sigma_scale=GAUSSIAN_SIGMA_SCALE
+    )
     importance = importance.float()[None]
     names = [path for path, _ in outputs.values()]
     tiles = list(itertools.product(*(range(0, p, b) for p, b in zip(padded, block, strict=True))))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from minivess.adapters import ModelAdapter
-from minivess.adapters.inference import as_batch, blend_windows, fit_window
+from minivess.adapters.inference import as_batch, blend_windows, fit_window, window_blending
 from minivess.adapters.onnx import INPUT_NAME, OUTPUT_NAME
 from minivess.config.model import InferenceConfig
 from minivess.errors import ConfigError, first_line
@@ -84,13 +84,14 @@ class TorchRunner:
         self, image: np.ndarray | torch.Tensor, inference: InferenceConfig
     ) -> torch.Tensor:
         """Probabilities with the window and precision of ``inference``."""
-        return self.adapter.predict_volume(
-            image,
-            roi_size=inference.roi_size,
-            overlap=inference.overlap,
-            sw_batch_size=inference.sw_batch_size,
-            precision=inference.precision,
-        )
+        with window_blending(inference.blend):
+            return self.adapter.predict_volume(
+                image,
+                roi_size=inference.roi_size,
+                overlap=inference.overlap,
+                sw_batch_size=inference.sw_batch_size,
+                precision=inference.precision,
+            )
 
 
 class OnnxRunner:
@@ -190,7 +191,7 @@ class OnnxRunner:
             feed = {INPUT_NAME: np.ascontiguousarray(patch.numpy(), dtype=np.float32)}
             return torch.from_numpy(self.session.run([OUTPUT_NAME], feed)[0])
 
-        with torch.inference_mode():
+        with torch.inference_mode(), window_blending(inference.blend):
             return blend_windows(
                 volume,
                 predictor,

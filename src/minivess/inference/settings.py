@@ -5,10 +5,11 @@ Training writes both into the checkpoint's ``extra`` (see
 
     "preprocessing": {"percentile_lower": 1.0, "percentile_upper": 99.8},
     "inference": {"roi_size": [96, 96, 16], "overlap": 0.25, "sw_batch_size": 1,
-                  "precision": "auto"}
+                  "precision": "auto", "blend": "constant"}
 
 with ``"target_spacing_um": [h, w, d]`` in ``preprocessing`` when the model was trained on
-resampled volumes.
+resampled volumes. An ``inference`` entry without ``blend`` comes from before that setting and
+is read as ``gaussian`` (:data:`LEGACY_BLEND`), the blending it was validated with.
 
 They are read back here and validated with the same pydantic models the experiment config uses,
 so a checkpoint that predicts in training predicts identically everywhere else.
@@ -25,6 +26,9 @@ from minivess.adapters import CheckpointError, CheckpointInfo
 from minivess.config.data import TargetSpacing
 from minivess.config.model import InferenceConfig
 from minivess.config.validation import describe_validation_error, validate_or_raise
+
+LEGACY_BLEND = "gaussian"
+"""Blending of checkpoints and exports whose ``inference`` entry has no ``blend``."""
 
 
 class Preprocessing(BaseModel):
@@ -82,9 +86,13 @@ class PredictionSettings:
         missing = [key for key in ("preprocessing", "inference") if key not in extra]
         if missing:
             raise ValueError(f"no {' or '.join(repr(k) for k in missing)} entry")
+        stored = extra["inference"]
+        if isinstance(stored, dict) and "blend" not in stored:
+            # Saved before the setting existed: keep the blending it was validated with.
+            stored = {**stored, "blend": LEGACY_BLEND}
         try:
             preprocessing = Preprocessing.model_validate(extra["preprocessing"])
-            inference = InferenceConfig.model_validate(extra["inference"])
+            inference = InferenceConfig.model_validate(stored)
         except ValidationError as exc:
             section = "preprocessing" if exc.title == Preprocessing.__name__ else "inference"
             raise ValueError(describe_validation_error(exc, section)) from None

@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from mlflow.pyfunc import PythonModel
 
+from minivess.adapters.inference import window_blending
 from minivess.errors import ConfigError, DataError
+from minivess.inference.settings import LEGACY_BLEND
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 """Key of the checkpoint file in the model's ``artifacts``."""
@@ -69,13 +71,14 @@ class MinivessPyfunc(PythonModel):
                 "array carries no voxel size: predict files with `minivess predict` or "
                 "minivess.inference.Predictor"
             )
-        probabilities = self.adapter.predict_volume(
-            preprocess(volume, self.preprocessing),
-            roi_size=self.inference["roi_size"],
-            overlap=self.inference.get("overlap", 0.25),
-            sw_batch_size=self.inference.get("sw_batch_size", 1),
-            precision=self.inference.get("precision", "auto"),
-        )
+        with window_blending(self.inference.get("blend", LEGACY_BLEND)):
+            probabilities = self.adapter.predict_volume(
+                preprocess(volume, self.preprocessing),
+                roi_size=self.inference["roi_size"],
+                overlap=self.inference.get("overlap", 0.25),
+                sw_batch_size=self.inference.get("sw_batch_size", 1),
+                precision=self.inference.get("precision", "auto"),
+            )
         return probabilities.numpy()
 
 

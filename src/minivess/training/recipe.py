@@ -109,6 +109,7 @@ def checkpoint_extras(cfg: ExperimentConfig) -> dict[str, Any]:
             "overlap": float(cfg.inference.overlap),
             "sw_batch_size": int(cfg.inference.sw_batch_size),
             "precision": cfg.inference.precision,
+            "blend": cfg.inference.blend,
         },
         "experiment": cfg.model_dump_json(),
     }
@@ -155,6 +156,7 @@ def build_trainer(
         overlap=cfg.inference.overlap,
         sw_batch_size=cfg.inference.sw_batch_size,
         precision=cfg.inference.precision,
+        blend=cfg.inference.blend,
         target_spacing_um=cfg.data.target_spacing_um,
     )
     trainer = Trainer(

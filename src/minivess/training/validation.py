@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from minivess.adapters.inference import Blend, window_blending
 from minivess.data.resample import predict_at_spacing
 from minivess.data.volume import spacing_from_affine
 from minivess.metrics import Dice, IoU, dice_per_volume, iou_per_volume
@@ -65,6 +66,8 @@ class WholeVolumeValidator:
         overlap: Window overlap fraction.
         sw_batch_size: Windows per forward pass.
         precision: Inference precision (``"fp32"``, ``"bf16"``, ``"fp16"``, ``"auto"``).
+        blend: How overlapping windows are averaged (``"constant"`` or ``"gaussian"``), as
+            the checkpoint will predict.
         target_spacing_um: The voxel size training resamples to: each volume is predicted
             there and its probabilities resampled back, as :class:`~minivess.inference.Predictor`
             does, so metrics are taken on the volume's own grid. ``None`` predicts on it.
@@ -78,6 +81,7 @@ class WholeVolumeValidator:
         overlap: float = 0.25,
         sw_batch_size: int = 1,
         precision: str = "auto",
+        blend: Blend = "constant",
         target_spacing_um: Sequence[float | None] | None = None,
     ) -> None:
         self.volumes = list(volumes)
@@ -86,6 +90,7 @@ class WholeVolumeValidator:
         self.overlap = overlap
         self.sw_batch_size = sw_batch_size
         self.precision = precision
+        self.blend = blend
         self.last_per_volume: dict[str, dict[str, float]] = {}
 
     def __call__(self, adapter: object) -> dict[str, float]:
@@ -93,18 +98,19 @@ class WholeVolumeValidator:
         dice, iou = Dice(), IoU()
         per_volume: dict[str, dict[str, float]] = {}
         for vol in self.volumes:
-            probs = predict_at_spacing(
-                lambda image: adapter.predict_volume(  # type: ignore[attr-defined]
-                    image,
-                    roi_size=self.roi_size,
-                    overlap=self.overlap,
-                    sw_batch_size=self.sw_batch_size,
-                    precision=self.precision,
-                ),
-                vol.image,
-                vol.spacing,
-                self.target_spacing_um,
-            )
+            with window_blending(self.blend):
+                probs = predict_at_spacing(
+                    lambda image: adapter.predict_volume(  # type: ignore[attr-defined]
+                        image,
+                        roi_size=self.roi_size,
+                        overlap=self.overlap,
+                        sw_batch_size=self.sw_batch_size,
+                        precision=self.precision,
+                    ),
+                    vol.image,
+                    vol.spacing,
+                    self.target_spacing_um,
+                )
             pred = probs.argmax(0, keepdim=False).to(torch.uint8)[None]
             target = vol.label[None]
             dice.update(pred, target)

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from minivess.adapters import ModelAdapter, SizeRule, build_adapter, resolve_precision
+from minivess.adapters import (
+    ModelAdapter,
+    SizeRule,
+    build_adapter,
+    resolve_precision,
+    window_blending,
+)
 from minivess.adapters.inference import cpu_has_native_bf16
 from minivess.adapters.segresnet import SegResNetConfig
 from minivess.errors import ConfigError, DataError
@@ -69,6 +75,49 @@ def test_predict_volume_returns_probabilities_of_exactly_the_input_shape(tiny_se
     assert probs.dtype == torch.float32
     assert probs.device.type == "cpu"
     torch.testing.assert_close(probs.sum(0), torch.ones(37, 41, 11))
+
+
+def _plain_monai(adapter, image, roi, mode):
+    from monai.inferers import sliding_window_inference
+
+    with torch.no_grad():
+        logits = sliding_window_inference(
+            torch.as_tensor(image)[None],
+            roi_size=roi,
+            sw_batch_size=1,
+            predictor=adapter.network.eval(),
+            overlap=0.25,
+            mode=mode,
+        )
+    return torch.softmax(torch.as_tensor(logits), dim=1)[0]
+
+
+def test_default_blending_is_the_plain_monai_sliding_window(tiny_segresnet, odd_image):
+    """Without a blend set, fp32 probabilities equal a plain MONAI tutorial call's."""
+    probs = tiny_segresnet.predict_volume(odd_image, roi_size=(16, 16, 8), precision="fp32")
+    plain = _plain_monai(tiny_segresnet, odd_image, (16, 16, 8), "constant")
+    torch.testing.assert_close(probs, plain, atol=1e-6, rtol=0)
+
+
+def test_gaussian_blending_is_monai_gaussian_and_changes_overlaps(tiny_segresnet, odd_image):
+    with window_blending("gaussian"):
+        gaussian = tiny_segresnet.predict_volume(odd_image, roi_size=(16, 16, 8), precision="fp32")
+    plain = _plain_monai(tiny_segresnet, odd_image, (16, 16, 8), "gaussian")
+    torch.testing.assert_close(gaussian, plain, atol=1e-6, rtol=0)
+    constant = tiny_segresnet.predict_volume(odd_image, roi_size=(16, 16, 8), precision="fp32")
+    assert (gaussian - constant).abs().max() > 1e-4  # overlapping windows are weighted otherwise
+    # The setting ends with its block.
+    torch.testing.assert_close(
+        tiny_segresnet.predict_volume(odd_image, roi_size=(16, 16, 8), precision="fp32"), constant
+    )
+
+
+def test_unknown_blending_is_refused():
+    with (
+        pytest.raises(ConfigError, match=r"unknown blend 'median'.*constant, gaussian"),
+        window_blending("median"),  # type: ignore[arg-type]
+    ):
+        pass
 
 
 def test_predict_volume_handles_volumes_smaller_than_the_window(tiny_segresnet):

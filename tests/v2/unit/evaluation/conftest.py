@@ -19,6 +19,7 @@ PREDICTION_EXTRA = {
         "overlap": 0.25,
         "sw_batch_size": 1,
         "precision": "fp32",
+        "blend": "constant",
     },
 }
 #: (name, x, y) of a 48 x 40 crop with vessels in it.

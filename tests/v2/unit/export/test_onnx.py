@@ -84,6 +84,22 @@ def test_metadata_round_trips_everything_prediction_needs(
     assert graph.producer_name == "minivess"
 
 
+def test_exports_keep_their_blending_and_old_ones_read_as_gaussian(
+    onnx_model: OnnxModel, tmp_path: Path
+) -> None:
+    graph, meta = load_onnx(onnx_model.onnx)
+    props = {p.key: p.value for p in graph.metadata_props}
+    stored = json.loads(props["minivess.inference"])
+    assert stored["blend"] == meta.inference.blend
+    for blend in ("constant", "gaussian"):
+        changed = json.dumps({**stored, "blend": blend})
+        path = rewrite_props(onnx_model.onnx, tmp_path / f"{blend}.onnx", inference=changed)
+        assert load_onnx(path)[1].inference.blend == blend
+    old = json.dumps({k: v for k, v in stored.items() if k != "blend"})
+    path = rewrite_props(onnx_model.onnx, tmp_path / "old.onnx", inference=old)
+    assert load_onnx(path)[1].inference.blend == "gaussian"
+
+
 def test_batch_and_spatial_axes_are_dynamic(onnx_model: OnnxModel) -> None:
     adapter, _ = load_checkpoint(onnx_model.checkpoint)
     x = torch.rand(3, 1, 32, 48, 8)

@@ -20,6 +20,7 @@ PREDICTION_EXTRA = {
         "overlap": 0.25,
         "sw_batch_size": 4,
         "precision": "fp32",
+        "blend": "constant",
     },
 }
 REAL_NAME = "poon2015_plaqueVessels"

@@ -48,11 +48,13 @@ def loaded(path: Path) -> np.ndarray:
     return np.asarray(nib.load(str(path)).dataobj)
 
 
+@pytest.mark.parametrize("blend", ["constant", "gaussian"])
 def test_many_blocks_give_the_in_memory_mask_and_probability(
-    tiny_adapter: ModelAdapter, tmp_path: Path
+    tiny_adapter: ModelAdapter, tmp_path: Path, blend: str
 ) -> None:
     source = synthetic_nifti(tmp_path / "vol.nii", (70, 61, 19))
-    predictor = Predictor(tiny_adapter, PredictionSettings.from_extra(PREDICTION_EXTRA))
+    extra = {**PREDICTION_EXTRA, "inference": {**PREDICTION_EXTRA["inference"], "blend": blend}}
+    predictor = Predictor(tiny_adapter, PredictionSettings.from_extra(extra))
     reference = predictor.predict(read_volume(source))
     result = predict_file_chunked(
         predictor,

@@ -19,6 +19,26 @@ def test_training_extras_round_trip() -> None:
     assert settings.inference.precision == "fp32"
 
 
+def test_checkpoints_from_before_the_blend_setting_keep_gaussian_blending() -> None:
+    window = {k: v for k, v in PREDICTION_EXTRA["inference"].items() if k != "blend"}
+    old = {**PREDICTION_EXTRA, "inference": window}
+    assert PredictionSettings.from_extra(old).inference.blend == "gaussian"
+    for blend in ("constant", "gaussian"):
+        stated = {**PREDICTION_EXTRA, "inference": {**window, "blend": blend}}
+        assert PredictionSettings.from_extra(stated).inference.blend == blend
+
+
+def test_training_writes_the_configured_blending_into_checkpoints() -> None:
+    from minivess.config.experiment import compose
+    from minivess.training.recipe import checkpoint_extras
+
+    default = checkpoint_extras(compose())
+    assert default["inference"]["blend"] == "constant"
+    assert PredictionSettings.from_extra(default).inference.blend == "constant"
+    gaussian = compose(["inference.blend=gaussian"])
+    assert checkpoint_extras(gaussian)["inference"]["blend"] == "gaussian"
+
+
 def test_settings_written_back_to_extra_read_as_equal() -> None:
     import json
 

@@ -8,7 +8,14 @@ import pytest
 
 from minivess.adapters import ModelAdapter
 
-INFERENCE = {"roi_size": [16, 16, 8], "overlap": 0.25, "sw_batch_size": 2, "precision": "fp32"}
+# Gaussian, not the default, so the logged model is seen to keep the checkpoint's blending.
+INFERENCE = {
+    "roi_size": [16, 16, 8],
+    "overlap": 0.25,
+    "sw_batch_size": 2,
+    "precision": "fp32",
+    "blend": "gaussian",
+}
 PREPROCESSING = {"percentile_lower": 1.0, "percentile_upper": 99.0}
 
 

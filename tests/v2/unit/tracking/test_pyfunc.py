@@ -8,7 +8,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from minivess.adapters import ModelAdapter, load_checkpoint
+from minivess.adapters import ModelAdapter, load_checkpoint, window_blending
 from minivess.errors import DataError
 from minivess.tracking import TrackedRun, log_model
 from minivess.tracking.pyfunc import preprocess
@@ -23,13 +23,14 @@ def _direct(adapter: ModelAdapter, checkpoint: Path, volume: np.ndarray) -> np.n
     """What the adapter itself predicts with the settings stored in the checkpoint."""
     extra = load_checkpoint(checkpoint)[1].extra
     inference = extra["inference"]
-    return adapter.predict_volume(
-        preprocess(volume, extra["preprocessing"]),
-        roi_size=inference["roi_size"],
-        overlap=inference["overlap"],
-        sw_batch_size=inference["sw_batch_size"],
-        precision=inference["precision"],
-    ).numpy()
+    with window_blending(inference["blend"]):
+        return adapter.predict_volume(
+            preprocess(volume, extra["preprocessing"]),
+            roi_size=inference["roi_size"],
+            overlap=inference["overlap"],
+            sw_batch_size=inference["sw_batch_size"],
+            precision=inference["precision"],
+        ).numpy()
 
 
 @pytest.fixture
