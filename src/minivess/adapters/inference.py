@@ -90,11 +90,6 @@ def window_blending(blend: Blend) -> Iterator[None]:
         _BLEND.reset(token)
 
 
-def current_blending() -> Blend:
-    """The blend mode in force in this thread (see :func:`window_blending`)."""
-    return _BLEND.get()
-
-
 def count_windows(
     spatial: Sequence[int], window: Sequence[int], overlap: float | Sequence[float]
 ) -> int:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from minivess.adapters import CheckpointError, SizeRule
 from minivess.config.model import InferenceConfig, SpatialSize
 from minivess.config.validation import describe_validation_error
-from minivess.inference.settings import LEGACY_BLEND, PredictionSettings, Preprocessing
+from minivess.inference.settings import PredictionSettings, Preprocessing, stored_inference
 
 if TYPE_CHECKING:
     from minivess.uncertainty.head import UncertaintyHead
@@ -104,9 +104,7 @@ class OnnxMetadata(BaseModel):
     @classmethod
     def _legacy_blend(cls, value: Any) -> Any:
         """An export made before ``inference.blend`` existed keeps the blending it had."""
-        if isinstance(value, dict) and "blend" not in value:
-            return {**value, "blend": LEGACY_BLEND}
-        return value
+        return stored_inference(value)
 
     @field_validator("uncertainty")
     @classmethod

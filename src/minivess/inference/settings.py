@@ -31,6 +31,17 @@ LEGACY_BLEND = "gaussian"
 """Blending of checkpoints and exports whose ``inference`` entry has no ``blend``."""
 
 
+def stored_inference(entry: Any) -> Any:
+    """A checkpoint's or export's ``inference`` entry with the blending it was made with.
+
+    An entry saved before ``blend`` existed was validated with Gaussian weights
+    (:data:`LEGACY_BLEND`) and keeps them; anything else is returned as it is.
+    """
+    if isinstance(entry, dict) and "blend" not in entry:
+        return {**entry, "blend": LEGACY_BLEND}
+    return entry
+
+
 class Preprocessing(BaseModel):
     """Per-volume intensity percentiles mapped to 0 and 1 (clipped beyond), as in training."""
 
@@ -86,13 +97,9 @@ class PredictionSettings:
         missing = [key for key in ("preprocessing", "inference") if key not in extra]
         if missing:
             raise ValueError(f"no {' or '.join(repr(k) for k in missing)} entry")
-        stored = extra["inference"]
-        if isinstance(stored, dict) and "blend" not in stored:
-            # Saved before the setting existed: keep the blending it was validated with.
-            stored = {**stored, "blend": LEGACY_BLEND}
         try:
             preprocessing = Preprocessing.model_validate(extra["preprocessing"])
-            inference = InferenceConfig.model_validate(stored)
+            inference = InferenceConfig.model_validate(stored_inference(extra["inference"]))
         except ValidationError as exc:
             section = "preprocessing" if exc.title == Preprocessing.__name__ else "inference"
             raise ValueError(describe_validation_error(exc, section)) from None

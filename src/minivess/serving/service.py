@@ -214,14 +214,13 @@ class VesselSegmentation:
                 task.stage("writing")
                 target = Path(ctx.temp_dir) / "mask.nii.gz"
                 # bytes, not a Path: BentoML 1.4's task store cannot serialise a file response
-                mask = write_nifti(target, prediction.mask.array, like=prediction.mask)
-                del prediction
-                mask_bytes = mask.read_bytes()
+                written = write_nifti(target, prediction.mask.array, like=prediction.mask)
+                mask = written.read_bytes()
         except Exception as exc:
             task.failed(_public_error(exc))
             raise
         task.stage("done")
-        return mask_bytes
+        return mask
 
     @bentoml.api
     def probabilities(self, file: Path, ctx: bentoml.Context) -> Path:
@@ -307,12 +306,12 @@ class VesselSegmentation:
 def memory_releaser(settings: ServeSettings) -> IdleReleaser:
     """The worker's :class:`IdleReleaser`, started unless ``serve.release_memory_idle_s`` is unset.
 
-    Unset, requests are still counted but the heap is never trimmed (the allocator's own
-    behaviour, for comparison in benchmarks).
+    Unset (or without glibc) it is never started: requests are counted, the heap is never
+    trimmed (the allocator's own behaviour, for comparison in benchmarks).
     """
     delay = settings.release_memory_idle_s
     if delay is None or not can_release():
-        return IdleReleaser(release=lambda: False)
+        return IdleReleaser()
     return IdleReleaser(delay).start()
 
 

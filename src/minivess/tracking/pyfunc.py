@@ -16,7 +16,7 @@ from mlflow.pyfunc import PythonModel
 
 from minivess.adapters.inference import window_blending
 from minivess.errors import ConfigError, DataError
-from minivess.inference.settings import LEGACY_BLEND
+from minivess.inference.settings import stored_inference
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 """Key of the checkpoint file in the model's ``artifacts``."""
@@ -40,7 +40,7 @@ class MinivessPyfunc(PythonModel):
         adapter, info = load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT])
         adapter.network.to("cuda" if torch.cuda.is_available() else "cpu").eval()
         self.adapter = adapter
-        self.inference = dict(info.extra.get("inference") or {})
+        self.inference = stored_inference(dict(info.extra.get("inference") or {}))
         self.preprocessing = dict(info.extra.get("preprocessing") or {})
 
     def predict(
@@ -71,7 +71,7 @@ class MinivessPyfunc(PythonModel):
                 "array carries no voxel size: predict files with `minivess predict` or "
                 "minivess.inference.Predictor"
             )
-        with window_blending(self.inference.get("blend", LEGACY_BLEND)):
+        with window_blending(self.inference["blend"]):
             probabilities = self.adapter.predict_volume(
                 preprocess(volume, self.preprocessing),
                 roi_size=self.inference["roi_size"],

@@ -104,13 +104,7 @@ def checkpoint_extras(cfg: ExperimentConfig) -> dict[str, Any]:
         preprocessing["target_spacing_um"] = list(cfg.data.target_spacing_um)
     return {
         "preprocessing": preprocessing,
-        "inference": {
-            "roi_size": [int(v) for v in cfg.inference.roi_size],
-            "overlap": float(cfg.inference.overlap),
-            "sw_batch_size": int(cfg.inference.sw_batch_size),
-            "precision": cfg.inference.precision,
-            "blend": cfg.inference.blend,
-        },
+        "inference": cfg.inference.model_dump(mode="json"),
         "experiment": cfg.model_dump_json(),
     }
 

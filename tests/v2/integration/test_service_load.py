@@ -58,21 +58,18 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int
         stop_group(process)
 
 
-def test_concurrent_clients_get_every_answer_and_the_service_keeps_serving(
-    service: tuple[str, int], vesselnn_dir: Path, tmp_path: Path
-) -> None:
-    url, pid = service
-    source = vesselnn_dir / "denoised" / "burgess2014_noisySparseVessels_BM4D_denoised.tif"
-    crop = np.ascontiguousarray(read_tiff(source).array[128:256, 128:256, :])
-    volume = write_nifti(tmp_path / "crop.nii.gz", crop, like=Volume(crop, np.eye(4)))
-    report = tmp_path / "load.json"
+def _load(
+    url: str, pid: int, volume: Path, folder: Path, *, clients: int, requests: int, rounds: int
+) -> dict:
+    """The report of ``benchmarks/service_load.py`` run against the service, in its own process."""
+    report = folder / "load.json"
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "benchmarks.service_load",
             *("--url", url, "--file", str(volume), "--server-pid", str(pid)),
-            *("--clients", str(CLIENTS), "--requests", str(REQUESTS), "--rounds", str(ROUNDS)),
+            *("--clients", str(clients), "--requests", str(requests), "--rounds", str(rounds)),
             *("--out", str(report)),
         ],
         cwd=REPO_ROOT,
@@ -82,7 +79,17 @@ def test_concurrent_clients_get_every_answer_and_the_service_keeps_serving(
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(report.read_text())
+    return json.loads(report.read_text())
+
+
+def test_concurrent_clients_get_every_answer_and_the_service_keeps_serving(
+    service: tuple[str, int], vesselnn_dir: Path, tmp_path: Path
+) -> None:
+    url, pid = service
+    source = vesselnn_dir / "denoised" / "burgess2014_noisySparseVessels_BM4D_denoised.tif"
+    crop = np.ascontiguousarray(read_tiff(source).array[128:256, 128:256, :])
+    volume = write_nifti(tmp_path / "crop.nii.gz", crop, like=Volume(crop, np.eye(4)))
+    figures = _load(url, pid, volume, tmp_path, clients=CLIENTS, requests=REQUESTS, rounds=ROUNDS)
     print(json.dumps(figures["rounds"], indent=1))
     assert figures["errors"] == []
     for round_ in figures["raw"]:
@@ -151,13 +158,6 @@ def test_slow_upload_is_served_while_other_clients_are(
     assert slow["response"].json()["vessel_voxels"] == fast.json()["vessel_voxels"]
 
 
-def _tree_rss_mib(pid: int) -> float:
-    import psutil
-
-    root = psutil.Process(pid)
-    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
-
-
 def test_worker_gives_its_memory_back_once_idle(
     service: tuple[str, int], vesselnn_dir: Path, tmp_path: Path
 ) -> None:
@@ -166,55 +166,20 @@ def test_worker_gives_its_memory_back_once_idle(
     Without the idle release (``serve.release_memory_idle_s``), glibc keeps the freed heap of
     the request threads and the server stays hundreds of MiB above where it started.
     """
-    import threading
     import time
-    from concurrent.futures import ThreadPoolExecutor
 
     url, pid = service
     source = vesselnn_dir / "denoised" / "burgess2014_noisySparseVessels_BM4D_denoised.tif"
     full = read_tiff(source).array  # 512x512x10, real
-    payload = write_nifti(tmp_path / "full.nii.gz", full, like=Volume(full, np.eye(4)))
+    volume = write_nifti(tmp_path / "full.nii.gz", full, like=Volume(full, np.eye(4)))
     time.sleep(3)  # earlier tests' requests are released by now
-    before = _tree_rss_mib(pid)
-    peak = before
-    sampling = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not sampling.is_set():
-            peak = max(peak, _tree_rss_mib(pid))
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            codes = list(
-                pool.map(
-                    lambda _: (
-                        requests.post(
-                            f"{url}/probabilities",
-                            files={"file": ("full.nii.gz", payload.read_bytes())},
-                            timeout=600,
-                        ).status_code
-                    ),
-                    range(4),
-                )
-            )
-    finally:
-        sampling.set()
-        sampler.join()
-    assert codes == [200] * 4
+    (burst,) = _load(url, pid, volume, tmp_path, clients=2, requests=4, rounds=1)["rounds"]
+    assert burst["errors"] == 0
+    before, peak, settled = (burst[f"rss_{k}_mib"] for k in ("before", "peak", "after"))
     grown = peak - before
     assert grown > 100, f"the burst did not exercise memory (peak {peak:.0f}, idle {before:.0f})"
-    allowed = max(32.0, 0.25 * grown)
-    deadline = time.monotonic() + 30
-    settled = _tree_rss_mib(pid)
-    while settled - before > allowed and time.monotonic() < deadline:
-        time.sleep(0.5)
-        settled = _tree_rss_mib(pid)
     print(f"server RSS idle {before:.0f} / peak {peak:.0f} / settled {settled:.0f} MiB")
-    assert settled - before <= allowed, (
+    assert settled - before <= max(32.0, 0.25 * grown), (
         f"server RSS stayed at {settled:.0f} MiB after the burst (idle {before:.0f}, "
         f"peak {peak:.0f} MiB)"
     )
