@@ -23,6 +23,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from minivess.adapters.layers import as_channels_last
 from minivess.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ def sliding_window_predict(
 
     def predictor(patch: torch.Tensor) -> torch.Tensor:
         if channels_last:
-            patch = patch.contiguous(memory_format=torch.channels_last_3d)
+            patch = as_channels_last(patch)
         return adapter.forward(patch).float()  # blend and softmax in float32
 
     autocast = (

@@ -50,8 +50,18 @@ def make_reference(prepared, tmp_path: Path) -> None:
     np.savez_compressed(PREDICTION, vessel=vessel, mask=(vessel > 0.5).astype(np.uint8))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The reference holds at one thread: more threads split reductions differently, and a
+    test that ran earlier in the same worker may have raised the count (benchmarks do)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
-def reference(prepared_synthetic, tmp_path_factory: pytest.TempPathFactory):
+def reference(one_thread, prepared_synthetic, tmp_path_factory: pytest.TempPathFactory):
     if os.environ.get("MINIVESS_REGENERATE_REFERENCE") or not CHECKPOINT.exists():
         make_reference(prepared_synthetic, tmp_path_factory.mktemp("ref"))
     return np.load(PREDICTION)
