@@ -29,6 +29,19 @@ def configure_threads() -> int:
     return torch.get_num_threads()
 
 
+def monai_segresnet(adapter: Any) -> torch.nn.Module:
+    """``adapter``'s SegResNet exactly as MONAI builds it, with the adapter's weights.
+
+    The baseline a user would otherwise run: no minivess layer swaps (see
+    ``minivess.adapters.layers``), same architecture and state dict.
+    """
+    from minivess.adapters.segresnet import monai_segresnet as build
+
+    network = build(adapter.config)
+    network.load_state_dict(adapter.network.state_dict())
+    return network
+
+
 def vesselnn_dir() -> Path:
     """The real VesselNN volumes: ``$MINIVESS_VESSELNN_DIR`` or ``../shared/data/vesselnn``."""
     configured = os.environ.get("MINIVESS_VESSELNN_DIR")

@@ -28,6 +28,7 @@ from benchmarks.common import (
     REPO_ROOT,
     configure_threads,
     load_average,
+    monai_segresnet,
     peak_rss_mb,
     summary,
     time_repeats,
@@ -75,13 +76,16 @@ def window_flops(checkpoint: Path, roi: Sequence[int]) -> int:
     return int(counter.get_total_flops())
 
 
-def _predict(path: str, adapter: Any, image: torch.Tensor, roi: list[int]) -> torch.Tensor:
-    """Argmax of one full-volume prediction along ``path``."""
+def _predict(
+    path: str, adapter: Any, network: torch.nn.Module, image: torch.Tensor, roi: list[int]
+) -> torch.Tensor:
+    """Argmax of one full-volume prediction along ``path`` (``network``: the baseline's)."""
     if path == "baseline":
         from monai.inferers import sliding_window_inference
 
-        # As a MONAI tutorial runs it: eval mode, no_grad, eager fp32, default blending.
-        network = adapter.network.eval()
+        # As a MONAI tutorial runs it: MONAI's network, eval mode, no_grad, eager fp32,
+        # default blending.
+        network.eval()
         with torch.no_grad():
             logits = sliding_window_inference(
                 image[None], roi_size=roi, sw_batch_size=1, predictor=network, overlap=0.25
@@ -103,41 +107,50 @@ class _CountingSession:
         return self._session.run(outputs, feed)
 
 
-def _onnx_predict(args: argparse.Namespace, image: torch.Tensor, windows: list[int]) -> Any:
-    """The ``predict`` step of the ``onnx`` path: the graph's runner with the project's window."""
+def _onnx_predict(args: argparse.Namespace, windows: list[int]) -> Any:
+    """The ``onnx`` path: the graph's runner with the project's window, image -> argmax."""
     from minivess.config.model import InferenceConfig
     from minivess.inference.runners import OnnxRunner
 
     runner = OnnxRunner.from_file(args.onnx)
     runner.session = _CountingSession(runner.session, windows)
     window = InferenceConfig(roi_size=tuple(args.roi), overlap=0.25, precision="fp32")
-    return lambda: runner.probabilities(image, window).argmax(0)
+    return lambda image: runner.probabilities(image, window).argmax(0)
 
 
 def worker(args: argparse.Namespace) -> None:
-    """Time ``args.worker`` on the saved volume and write its figures and argmax."""
+    """Time ``args.worker`` on the saved volume and write its figures and argmax.
+
+    One window-sized crop is predicted first, untimed, so that one-off costs (oneDNN and ONNX
+    Runtime kernel selection, the first allocations) fall outside every path's timing alike.
+    """
     from minivess.adapters import load_checkpoint
 
     configure_threads()
     image = torch.from_numpy(np.load(args.volume))
     windows = [0]
     if args.worker == "onnx":
-        run_once = _onnx_predict(args, image, windows)
+        run_on = _onnx_predict(args, windows)
     else:
         adapter, _ = load_checkpoint(args.checkpoint)
+        baseline = args.worker == "baseline"
+        network = monai_segresnet(adapter) if baseline else adapter.network
 
         def count(_module: Any, inputs: tuple[torch.Tensor, ...]) -> None:
             windows[0] += inputs[0].shape[0]
 
-        adapter.network.register_forward_pre_hook(count)
+        network.register_forward_pre_hook(count)
 
-        def run_once() -> Any:
-            return _predict(args.worker, adapter, image, args.roi)
+        def run_on(volume: torch.Tensor) -> Any:
+            return _predict(args.worker, adapter, network, volume, args.roi)
 
+    h, w, d = args.roi
+    run_on(image[:, :h, :w, :d].contiguous())  # warm-up, untimed
+    windows[0] = 0
     masks: list[torch.Tensor] = []  # only the last repeat's mask is kept
 
     def predict() -> None:
-        masks[:] = [run_once()]
+        masks[:] = [run_on(image)]
 
     seconds = time_repeats(predict, args.repeats)
     np.save(args.mask, masks[-1].numpy().astype(np.uint8))
@@ -163,6 +176,30 @@ def _run_worker(
     figures = json.loads(result.read_text())
     figures["mask"] = np.load(mask)
     return figures
+
+
+def _interleaved(
+    volume: Path, checkpoint: Path, onnx: Path, roi: list[int], repeats: int
+) -> dict[str, dict]:
+    """Every path once per round, ``repeats`` rounds, each run in a fresh worker process.
+
+    Taking turns (baseline, project, project-fp32, onnx, baseline, ...) gives every path the
+    same share of whatever else the machine is doing, so a slow spell of a shared host lands
+    on all of them instead of skewing one ratio. Seconds are pooled over the rounds; the peak
+    RSS is the highest of a path's workers; the mask is the last round's.
+    """
+    runs: dict[str, dict] = {}
+    for _ in range(repeats):
+        for path in PATHS:
+            figures = _run_worker(path, volume, checkpoint, onnx, roi, 1)
+            if path not in runs:
+                runs[path] = figures
+                continue
+            pooled = runs[path]
+            pooled["seconds"] += figures["seconds"]
+            pooled["peak_rss_mb"] = max(pooled["peak_rss_mb"], figures["peak_rss_mb"])
+            pooled["mask"] = figures["mask"]
+    return runs
 
 
 def _precisions(checkpoint: Path) -> dict[str, str]:
@@ -207,7 +244,7 @@ def bench_depth(
     with tempfile.TemporaryDirectory(prefix="minivess-bench-") as tmp:
         volume = Path(tmp) / "volume.npy"
         np.save(volume, image)
-        runs = {p: _run_worker(p, volume, checkpoint, onnx, roi, repeats) for p in PATHS}
+        runs = _interleaved(volume, checkpoint, onnx, roi, repeats)
     report: dict[str, Any] = {"shape": list(image.shape[1:]), "window_gflop": flops / 1e9}
     for path, run in runs.items():
         seconds = summary(run["seconds"])

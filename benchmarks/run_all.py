@@ -47,6 +47,8 @@ class Settings:
     matmul_size: int = 2048
     serving_repeats: int = 3
     serving_clients: int = 2
+    equal_time_minutes: float = 5.0
+    """Training minutes per loop for the Dice-at-equal-time comparison (0: skip it)."""
 
 
 def resolve_model(model: Path | None, params: dict[str, Any], scratch: Path) -> tuple[Path, str]:
@@ -155,6 +157,14 @@ def collect(
         patch_size=settings.patch_size,
         model_params=settings.model_params,
     )
+    if settings.equal_time_minutes > 0:
+        report["training"]["equal_time"] = training.dice_at_equal_time(
+            dataset_dir,
+            splits_file,
+            minutes=settings.equal_time_minutes,
+            patch_size=settings.patch_size,
+            model_params=settings.model_params,
+        )
     data_cfg = training.experiment(
         dataset_dir, splits_file, max_epochs=training.MIN_EPOCHS, patch_size=settings.patch_size
     ).data

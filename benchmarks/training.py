@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from benchmarks.common import load_average, summary
+from benchmarks.common import load_average, monai_segresnet, summary
 
 MIN_EPOCHS = 3
 """The quick profile warms the learning rate up over 2 epochs, and needs more epochs than that."""
@@ -77,7 +77,7 @@ def plain_steps(loader: Iterable[Any], model_params: Mapping[str, Any], total: i
     from minivess.adapters import build_adapter
 
     torch.manual_seed(0)
-    network = build_adapter("segresnet", model_params).network  # a plain monai SegResNet
+    network = monai_segresnet(build_adapter("segresnet", model_params))
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.AdamW(network.parameters(), lr=2e-3)
     network.train()
@@ -145,3 +145,100 @@ def run(
         }
     report["ratio"] = report["project"]["patches_per_s"] / report["baseline"]["patches_per_s"]
     return report
+
+
+def _train_for(seconds: float, step: Callable[[Any], None], loader: Iterable[Any]) -> int:
+    """Run ``step`` over ``loader`` (epoch after epoch) until ``seconds`` have passed."""
+    steps, start = 0, time.perf_counter()
+    while True:
+        for batch in loader:
+            step(batch)
+            steps += 1
+            if time.perf_counter() - start >= seconds:
+                return steps
+
+
+def dice_at_equal_time(
+    dataset_dir: Path,
+    splits_file: Path,
+    *,
+    minutes: float,
+    patch_size: tuple[int, int, int] = (96, 96, 16),
+    model_params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Validation Dice of both loops after ``minutes`` of training each, one after the other.
+
+    The project trains with ``minivess train``'s engine, stopped once ``minutes`` have passed
+    (as ``training.max_time_minutes`` stops it; its warm-up cosine schedule is set for the
+    quick profile's full 13 minutes, so it is cut before its learning rate has decayed). The
+    plain loop trains MONAI's SegResNet in fp32 at AdamW's constant lr 2e-3 on the same loader
+    for the same time. Both models are then scored by the same whole-volume validator (the
+    fold's validation volumes, the project's inference settings), so only training differs.
+
+    Returns:
+        Per loop: steps, patches, Dice and IoU (mean and per volume); the Dice difference.
+    """
+    from monai.losses import DiceCELoss
+
+    from minivess.adapters import build_adapter
+    from minivess.training.events import Event
+    from minivess.training.recipe import build_trainer
+
+    params = dict(model_params or {"init_filters": 16})
+    cfg = experiment(
+        dataset_dir, splits_file, max_epochs=180, patch_size=patch_size, model_params=params
+    )
+    trainer, _ = build_trainer(cfg)
+    validator, trainer.validator = trainer.validator, None
+    assert validator is not None
+    budget = minutes * 60.0
+    started: list[float] = []
+
+    def stop_on_time(t: Any) -> None:
+        if time.perf_counter() - started[0] >= budget:
+            t.state.should_stop = True
+
+    trainer.on(Event.EPOCH_STARTED, lambda _t: started or started.append(time.perf_counter()))
+    trainer.on(Event.ITERATION_COMPLETED, stop_on_time)
+    state = trainer.run()
+    project_seconds = time.perf_counter() - started[0]
+    report: dict[str, Any] = {
+        "minutes": minutes,
+        "patches_per_step": cfg.training.batch_size * cfg.data.samples_per_volume,
+    }
+    report["project"] = {
+        "precision": trainer.precision,
+        "steps": state.iteration,
+        "seconds": project_seconds,
+        **_scores(validator, trainer.adapter),
+    }
+
+    torch.manual_seed(cfg.training.seed)
+    plain = build_adapter("segresnet", params)
+    network = monai_segresnet(plain).train()
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=2e-3)
+
+    def plain_step(batch: Any) -> None:
+        optimizer.zero_grad()
+        loss_fn(network(batch["image"]), batch["label"]).backward()
+        optimizer.step()
+
+    start = time.perf_counter()
+    steps = _train_for(budget, plain_step, trainer.train_loader)
+    plain_seconds = time.perf_counter() - start
+    plain.network.load_state_dict(network.state_dict())  # scored by the same validator
+    report["baseline"] = {
+        "precision": "fp32",
+        "steps": steps,
+        "seconds": plain_seconds,
+        **_scores(validator, plain),
+    }
+    report["dice_difference"] = report["project"]["dice"] - report["baseline"]["dice"]
+    return report
+
+
+def _scores(validator: Any, adapter: Any) -> dict[str, Any]:
+    adapter.network.eval()
+    metrics = validator(adapter)
+    return {"dice": metrics["dice"], "iou": metrics["iou"], "per_volume": validator.last_per_volume}

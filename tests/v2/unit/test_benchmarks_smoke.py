@@ -39,6 +39,7 @@ def test_run_all_reports_every_benchmark(
         matmul_size=64,
         serving_repeats=1,
         serving_clients=2,
+        equal_time_minutes=0.05,
     )
     dataset_dir = prepared_synthetic.out
     model = tiny_adapter.save_checkpoint(tmp_path / "tiny.pt", extra=PREDICTION_EXTRA)
@@ -81,6 +82,15 @@ def test_run_all_reports_every_benchmark(
         assert train[loop]["patches_per_s"] > 0
         assert train[loop]["step_seconds"]["n"] == 2
     assert train["baseline"]["precision"] == "fp32"
+    equal = train["equal_time"]
+    for loop in ("baseline", "project"):
+        assert equal[loop]["steps"] > 0
+        assert equal[loop]["seconds"] >= 3.0  # each loop trained for the whole budget
+        assert 0.0 <= equal[loop]["dice"] <= 1.0
+        assert set(equal[loop]["per_volume"]) == set(equal["project"]["per_volume"])
+    assert equal["dice_difference"] == pytest.approx(
+        equal["project"]["dice"] - equal["baseline"]["dice"]
+    )
 
     loaders = report["data_pipeline"]["loaders"]
     assert set(loaders) == {"memory", "none"}
@@ -92,6 +102,28 @@ def test_run_all_reports_every_benchmark(
         assert title in page
     assert "| project-fp32 | fp32 |" in page
     assert "| REST, 1 client |" in page
+    assert "Dice at equal wall time (0.05 min of training each" in page
+
+
+def test_baselines_run_monais_own_segresnet_with_the_adapters_weights(
+    tiny_adapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from torch import nn
+
+    from minivess.adapters.layers import ChannelsLastUpsample
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    sys.modules.pop("benchmarks", None)
+    from benchmarks.common import monai_segresnet
+
+    plain = monai_segresnet(tiny_adapter)
+    ups = [m for m in plain.modules() if isinstance(m, nn.Upsample)]
+    assert ups
+    assert not any(isinstance(m, ChannelsLastUpsample) for m in ups)
+    x = torch.randn(1, 1, 16, 16, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.eval()(x), tiny_adapter.network.eval()(x))
 
 
 def test_a_rerun_keeps_the_sections_measured_by_other_scripts(
