@@ -24,7 +24,13 @@ from minivess.adapters.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from minivess.adapters.inference import Blend, Precision, resolve_precision, window_blending
+from minivess.adapters.inference import (
+    Blend,
+    Precision,
+    class_mask,
+    resolve_precision,
+    window_blending,
+)
 from minivess.registry import Registry
 
 ADAPTERS: Registry[type[ModelAdapter]] = Registry("minivess.adapters", "model adapter")
@@ -55,6 +61,7 @@ __all__ = [
     "Precision",
     "SizeRule",
     "build_adapter",
+    "class_mask",
     "get_adapter",
     "load_checkpoint",
     "resolve_precision",

@@ -244,6 +244,27 @@ def blend_windows(
     return torch.softmax(cast(torch.Tensor, logits).float(), dim=1)[0]
 
 
+def class_mask(probs: torch.Tensor) -> torch.Tensor:
+    """The most probable class of every voxel of ``probs`` ``(C, ...)``, as ``uint8``.
+
+    Equal to ``probs.argmax(0)`` (the lowest class wins a tie) for NaN-free maps, but one pass
+    per class: torch's CPU argmax over a leading axis walks it voxel by voxel and took 1.55 s
+    for a 2x512x512x25 map on 2 cores, this 0.08 s.
+
+    Example:
+        >>> class_mask(torch.tensor([[0.6, 0.5, 0.2], [0.4, 0.5, 0.8]])).tolist()
+        [0, 0, 1]
+    """
+    if not 1 <= probs.shape[0] <= 256:
+        raise ValueError(f"class_mask needs 1 to 256 classes on axis 0, got {probs.shape[0]}")
+    best = probs[0].clone()
+    mask = torch.zeros(best.shape, dtype=torch.uint8, device=probs.device)
+    for index in range(1, probs.shape[0]):
+        mask.masked_fill_(probs[index] > best, index)
+        torch.maximum(best, probs[index], out=best)
+    return mask
+
+
 def _counted(
     predictor: Callable[[torch.Tensor], torch.Tensor], progress: WindowProgress, total: int
 ) -> Callable[[torch.Tensor], torch.Tensor]:

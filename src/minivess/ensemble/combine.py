@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from minivess.adapters.base import AdapterConfig, ModelAdapter, SizeRule
-from minivess.adapters.inference import Precision
+from minivess.adapters.inference import Precision, class_mask
 
 Combine = Literal["mean", "weighted", "vote"]
 """How member probabilities become the ensemble's."""
@@ -85,8 +85,8 @@ def combine_probabilities(
         [0.3333333432674408, 0.6666666865348877]
     """
     if combine == "vote":
-        votes = nn.functional.one_hot(members.argmax(1), members.shape[1]).movedim(-1, 1)
-        return votes.float().mean(0)
+        masks = torch.stack([class_mask(member) for member in members])
+        return torch.stack([(masks == c).float().mean(0) for c in range(members.shape[1])])
     n = members.shape[0]
     if weights is None or combine == "mean":
         w = torch.full((n,), 1.0 / n)

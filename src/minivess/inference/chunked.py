@@ -44,7 +44,12 @@ import numpy as np
 import torch
 from monai.data.utils import compute_importance_map, dense_patch_slices
 
-from minivess.adapters.inference import GAUSSIAN_SIGMA_SCALE, fit_window, resolve_precision
+from minivess.adapters.inference import (
+    GAUSSIAN_SIGMA_SCALE,
+    class_mask,
+    fit_window,
+    resolve_precision,
+)
 from minivess.errors import ConfigError, DataError
 from minivess.inference.lazy import LazyVolume, drop_pages, nifti_memmap, open_lazy
 from minivess.inference.runners import OnnxRunner, TorchRunner
@@ -361,7 +366,7 @@ def predict_file_chunked(
                 inference.sw_batch_size,
             )
             target, inner = _unpadded(origin, stop, pad, volume.shape)
-            maps["mask"][target] = probs.argmax(0).to(torch.uint8).numpy()[inner]
+            maps["mask"][target] = class_mask(probs).numpy()[inner]
             vessel = probs[1].numpy()[inner]
             del probs
             derived = head.apply(vessel) if head is not None else None

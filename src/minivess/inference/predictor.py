@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from minivess.adapters import CheckpointInfo, ModelAdapter
-from minivess.adapters.inference import WindowProgress, window_progress
+from minivess.adapters.inference import WindowProgress, class_mask, window_progress
 from minivess.data.io import NIFTI_SUFFIXES, TIFF_SUFFIXES, read_volume, write_nifti
 from minivess.data.resample import predict_at_spacing
 from minivess.data.transforms import normalise_intensity
@@ -294,7 +294,7 @@ class Predictor:
         ):
             with window_progress(progress):
                 probs, disagreement = self._probabilities_and_disagreement(volume)
-            mask = probs.argmax(0).to(torch.uint8).numpy()
+            mask = class_mask(probs).numpy()
             vessel = probs[VESSEL_CLASS].numpy().astype(np.float32, copy=False)
             maps = self.uncertainty.apply(vessel) if self.uncertainty is not None else None
         seconds = time.perf_counter() - start

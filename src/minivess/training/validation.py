@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minivess.adapters.inference import Blend, window_blending
+from minivess.adapters.inference import Blend, class_mask, window_blending
 from minivess.data.resample import predict_at_spacing
 from minivess.data.volume import spacing_from_affine
 from minivess.metrics import Dice, IoU, dice_per_volume, iou_per_volume
@@ -111,7 +111,7 @@ class WholeVolumeValidator:
                     vol.spacing,
                     self.target_spacing_um,
                 )
-            pred = probs.argmax(0, keepdim=False).to(torch.uint8)[None]
+            pred = class_mask(probs)[None]
             target = vol.label[None]
             dice.update(pred, target)
             iou.update(pred, target)

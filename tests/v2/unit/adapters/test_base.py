@@ -10,6 +10,7 @@ from minivess.adapters import (
     ModelAdapter,
     SizeRule,
     build_adapter,
+    class_mask,
     resolve_precision,
     window_blending,
 )
@@ -202,3 +203,20 @@ def test_adapter_is_the_documented_abstract_interface():
     assert issubclass(type(build_adapter("segresnet")), ModelAdapter)
     with pytest.raises(TypeError):
         ModelAdapter(SegResNetConfig())  # type: ignore[abstract]
+
+
+@pytest.mark.parametrize("classes", [1, 2, 3, 5])
+def test_class_mask_is_argmax_over_the_class_axis_as_uint8(classes):
+    generator = torch.Generator().manual_seed(classes)
+    probs = torch.softmax(torch.randn(classes, 9, 8, 7, generator=generator), dim=0)
+    probs[:, 0, 0, 0] = 1.0 / classes  # an exact tie everywhere: the lowest class wins
+    probs[:, 1, 0, 0] = torch.linspace(0, 1, classes).flip(0)
+    mask = class_mask(probs)
+    assert mask.dtype == torch.uint8
+    assert torch.equal(mask.long(), probs.argmax(0))
+    assert mask[0, 0, 0] == 0
+
+
+def test_class_mask_refuses_more_classes_than_uint8_holds():
+    with pytest.raises(ValueError, match="1 to 256 classes"):
+        class_mask(torch.zeros(257, 2))
