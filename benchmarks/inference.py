@@ -91,9 +91,11 @@ def _predict(
                 image[None], roi_size=roi, sw_batch_size=1, predictor=network, overlap=0.25
             )
         return torch.as_tensor(logits)[0].argmax(0)
+    from minivess.adapters import class_mask
+
     precision = "fp32" if path == "project-fp32" else "auto"
     probs = adapter.predict_volume(image, roi_size=roi, overlap=0.25, precision=precision)
-    return probs.argmax(0)
+    return class_mask(probs)  # as the Predictor makes its mask
 
 
 class _CountingSession:
@@ -115,7 +117,9 @@ def _onnx_predict(args: argparse.Namespace, windows: list[int]) -> Any:
     runner = OnnxRunner.from_file(args.onnx)
     runner.session = _CountingSession(runner.session, windows)
     window = InferenceConfig(roi_size=tuple(args.roi), overlap=0.25, precision="fp32")
-    return lambda image: runner.probabilities(image, window).argmax(0)
+    from minivess.adapters import class_mask
+
+    return lambda image: class_mask(runner.probabilities(image, window))
 
 
 def worker(args: argparse.Namespace) -> None:

@@ -5,7 +5,9 @@ Usage (from the repository root)::
     uv run python -m benchmarks.run_all [--model runs/quick/<run>/checkpoints/best.pt]
 
 Without ``--model`` the newest ``runs/quick/*/checkpoints/best.pt`` is used, or a seeded
-SegResNet(init_filters=16) with random weights when there is none.
+SegResNet(init_filters=16) with random weights when there is none. The figures are also logged
+as one MLflow run (experiment ``minivess-benchmarks``, see :mod:`benchmarks.tracking`) unless
+``--no-mlflow`` is given.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from benchmarks.common import (
     vesselnn_dir,
 )
 from benchmarks.report import kept_sections, render
+from benchmarks.tracking import EXPERIMENT, log_report
 
 
 @dataclass(frozen=True)
@@ -183,14 +186,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, default=None, help="checkpoint for inference")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store for the run (default: the project's settings, embedded SQLite)",
+    )
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="minivess-bench-") as tmp:
         report = collect(vesselnn_dir(), args.model, Path(tmp))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     previous = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
-    args.out.write_text(render(report, kept_sections(previous)), encoding="utf-8")
+    page = render(report, kept_sections(previous))
+    args.out.write_text(page, encoding="utf-8")
     print(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
+    if not args.no_mlflow:
+        from minivess.errors import MinivessError
+
+        try:
+            run_id = log_report(report, page, args.tracking_uri)
+        except MinivessError as exc:  # the page is written; only the MLflow copy is missing
+            raise SystemExit(f"not logged to MLflow: {exc}; the report is in {args.out}") from exc
+        print(f"logged to MLflow experiment {EXPERIMENT!r}, run {run_id}")
 
 
 if __name__ == "__main__":

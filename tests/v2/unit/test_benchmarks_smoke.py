@@ -17,6 +17,7 @@ def test_run_all_reports_every_benchmark(
     vesselnn_dir: Path,
     prepared_synthetic,
     tiny_adapter,
+    tracking: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -103,6 +104,40 @@ def test_run_all_reports_every_benchmark(
     assert "| project-fp32 | fp32 |" in page
     assert "| REST, 1 client |" in page
     assert "Dice at equal wall time (0.05 min of training each" in page
+
+    from benchmarks.tracking import EXPERIMENT, log_report
+    from mlflow import MlflowClient
+
+    from minivess.tracking.query import query_runs
+
+    uri = tracking
+    run_id = log_report(report, page, uri)
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["inference.64x64x30.project.speedup"] == deep["project"]["speedup"]
+    assert run.data.metrics["training.equal_time.project.dice"] == equal["project"]["dice"]
+    assert run.data.params["roi"] == "[32, 32, 8]"
+    assert run.data.tags["git_commit"]
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run_id)}
+    assert artifacts == {"benchmarks.md", "report.json"}
+    assert MlflowClient(uri).get_experiment(run.info.experiment_id).name == EXPERIMENT
+    rows = query_runs(
+        "select run_id, inference_64x64x30_project_speedup as speedup from runs", EXPERIMENT
+    )
+    assert rows.to_dict("records") == [{"run_id": run_id, "speedup": deep["project"]["speedup"]}]
+
+
+def test_an_unreachable_tracking_server_is_named_in_the_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    sys.modules.pop("benchmarks", None)
+    from benchmarks.tracking import log_report
+
+    from minivess.errors import MinivessError
+
+    with pytest.raises(MinivessError, match=r"127\.0\.0\.1:9"):
+        log_report({"training": {"ratio": 1.0}}, "# page", "http://127.0.0.1:9")
 
 
 def test_baselines_run_monais_own_segresnet_with_the_adapters_weights(
