@@ -83,7 +83,7 @@ class SegResNetAdapter(ModelAdapter):
 
         The swap (:func:`~minivess.adapters.layers.use_channels_last_upsampling`) gives the
         same outputs and state dict as :func:`monai_segresnet` and cut a bf16 training step
-        by ~8% on a 2-core CPU (docs/benchmarks.md).
+        by ~10% on a 2-core CPU (docs/benchmarks.md).
         """
         assert isinstance(config, SegResNetConfig)
         network = monai_segresnet(config)
