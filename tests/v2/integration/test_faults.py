@@ -56,7 +56,12 @@ def test_training_killed_at_random_moments_resumes_to_the_uninterrupted_result(
     from minivess.training.recipe import train
 
     overrides = _overrides(prepared_synthetic)
-    reference = train(compose(overrides), tmp_path / "reference")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the killed runs below (OMP_NUM_THREADS=1): same reductions
+    try:
+        reference = train(compose(overrides), tmp_path / "reference")
+    finally:
+        torch.set_num_threads(threads)
 
     store = tmp_path / "mlruns" / "mlflow.db"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MINIVESS_TRACKING__URI": f"sqlite:///{store}"}
