@@ -46,6 +46,17 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def _interpolate(x: torch.Tensor, scale: tuple[float, ...], align_corners: bool) -> torch.Tensor:
+    """Trilinear interpolation computed in ``channels_last_3d``, returned in ``x``'s layout."""
+    y = F.interpolate(
+        x.contiguous(memory_format=CHANNELS_LAST),
+        scale_factor=scale,
+        mode="trilinear",
+        align_corners=align_corners,
+    )
+    return y.contiguous(memory_format=_layout(x))
+
+
 class _ChannelsLastInterpolate(torch.autograd.Function):
     """Trilinear interpolation whose forward and backward both run in ``channels_last_3d``."""
 
@@ -56,14 +67,9 @@ class _ChannelsLastInterpolate(torch.autograd.Function):
         ctx.layout = _layout(x)
         ctx.input_size = tuple(x.shape)
         ctx.scale, ctx.align_corners = scale, align_corners
-        y = F.interpolate(
-            x.contiguous(memory_format=CHANNELS_LAST),
-            scale_factor=scale,
-            mode="trilinear",
-            align_corners=align_corners,
-        )
+        y = _interpolate(x, scale, align_corners)
         ctx.output_size = tuple(y.shape[2:])
-        return y.contiguous(memory_format=ctx.layout)
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
@@ -103,13 +109,7 @@ class ChannelsLastUpsample(nn.Upsample):
         align = bool(self.align_corners)
         if torch.is_grad_enabled() and x.requires_grad:
             return _ChannelsLastInterpolate.apply(x, scale, align)
-        y = F.interpolate(
-            x.contiguous(memory_format=CHANNELS_LAST),
-            scale_factor=scale,
-            mode="trilinear",
-            align_corners=align,
-        )
-        return y.contiguous(memory_format=_layout(x))
+        return _interpolate(x, scale, align)
 
 
 def _scales(scale_factor: Any) -> tuple[float, float, float]:
