@@ -469,13 +469,7 @@ def _logits_function(predictor: Predictor) -> Iterator[Callable[[torch.Tensor], 
     """float32 CPU logits of a batch of windows, run as the predictor's runner runs them."""
     runner = predictor.runner
     if isinstance(runner, OnnxRunner):
-        from minivess.adapters.onnx import INPUT_NAME, OUTPUT_NAME
-
-        def onnx(patch: torch.Tensor) -> torch.Tensor:
-            feed = {INPUT_NAME: np.ascontiguousarray(patch.numpy(), dtype=np.float32)}
-            return torch.from_numpy(runner.session.run([OUTPUT_NAME], feed)[0])
-
-        yield onnx
+        yield runner.window_logits
         return
     assert isinstance(runner, TorchRunner)
     adapter, device = runner.adapter, predictor.device

@@ -189,7 +189,9 @@ class Predictor:
                 :func:`minivess.inference.sources.load_source`.
             device: Where the network runs.
             precision: Override the checkpoint's inference precision (``"fp32"``, ``"bf16"``,
-                ``"fp16"``, ``"auto"``); ``None`` keeps it. The ONNX backend runs fp32 only.
+                ``"fp16"``, ``"auto"``); ``None`` keeps it. The ONNX backend runs fp32, or
+                bf16 where ``"auto"`` or ``"bf16"`` asks for it on ONNX Runtime's OpenVINO
+                provider (see :class:`~minivess.inference.runners.OnnxRunner`).
             backend: ``"torch"`` or ``"onnx"`` (ONNX Runtime; a checkpoint is exported once
                 into the export cache). ``None``: ``"onnx"`` for an ``.onnx`` source, else
                 ``"torch"``.
@@ -198,15 +200,15 @@ class Predictor:
             CheckpointError: Not a readable checkpoint or ONNX model (``OnnxExportError``), or
                 one without its ``preprocessing`` and ``inference`` settings.
             ConfigError: Unknown device, precision or backend; ``backend="torch"`` for an
-                ``.onnx`` source; a reduced precision with the ONNX backend.
+                ``.onnx`` source; a precision the ONNX backend's provider cannot run.
             MinivessError: An MLflow URI that names no model.
         """
         chosen = check_backend(backend or ("onnx" if is_onnx_source(source) else "torch"))
         _device(device)  # fail on a bad device before loading anything
-        if chosen == "onnx" and precision not in (None, "auto", "fp32"):
+        if chosen == "onnx" and precision not in (None, "auto", "fp32", "bf16"):
             raise ConfigError(
-                f"the onnx backend runs float32 only; drop precision {precision!r} or use "
-                "backend torch"
+                f"the onnx backend runs fp32 or bf16, not {precision!r}; drop the precision "
+                "or use backend torch"
             )
         if is_onnx_source(source):
             if chosen != "onnx":
@@ -215,7 +217,13 @@ class Predictor:
                     "pass the checkpoint it came from for backend torch"
                 )
             graph, metadata = load_onnx_source(source)
-            runner = OnnxRunner(graph, metadata, device=device, source=Path(str(source)))
+            runner = OnnxRunner(
+                graph,
+                metadata,
+                device=device,
+                source=Path(str(source)),
+                precision=precision or "auto",
+            )
             model = ModelInfo.from_onnx(metadata, str(source))
             head = metadata.head
             return cls(runner, metadata.settings, device=str(device), model=model, uncertainty=head)
@@ -226,7 +234,7 @@ class Predictor:
         model = ModelInfo.from_checkpoint(info, str(source))
         head = UncertaintyHead.from_extra(info.extra)
         if chosen == "onnx":
-            runner = _onnx_runner(adapter, settings, device, info)
+            runner = _onnx_runner(adapter, settings, device, info, precision=precision or "auto")
             return cls(runner, settings, device=str(device), model=model, uncertainty=head)
         return cls(adapter, settings, device=str(device), model=model, uncertainty=head)
 
@@ -439,11 +447,14 @@ def _onnx_runner(
     settings: PredictionSettings,
     device: str,
     info: CheckpointInfo | None = None,
+    *,
+    precision: str = "auto",
 ) -> OnnxRunner:
     """``adapter`` exported (once, into the cache) and loaded into ONNX Runtime."""
     from minivess.export.onnx import cached_export
 
-    return OnnxRunner.from_file(cached_export(adapter, settings, info), device=device)
+    path = cached_export(adapter, settings, info)
+    return OnnxRunner.from_file(path, device=device, precision=precision)
 
 
 def _device(name: str) -> torch.device:

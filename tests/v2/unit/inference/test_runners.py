@@ -100,8 +100,11 @@ def test_backend_choices_are_checked(onnx_model: OnnxModel, onnx_cache: Path) ->
         Predictor.from_source(onnx_model.checkpoint, backend="tensorrt")
     with pytest.raises(ConfigError, match="only the onnx backend runs"):
         Predictor.from_source(onnx_model.onnx, backend="torch")
-    with pytest.raises(ConfigError, match="float32 only"):
-        Predictor.from_source(onnx_model.checkpoint, backend="onnx", precision="bf16")
+    with pytest.raises(ConfigError, match="runs fp32 or bf16, not 'fp16'"):
+        Predictor.from_source(onnx_model.checkpoint, backend="onnx", precision="fp16")
+    if OnnxRunner.from_file(onnx_model.onnx).provider == "cpu":  # stock onnxruntime
+        with pytest.raises(ConfigError, match="cpu provider runs fp32 only, not 'bf16'"):
+            Predictor.from_source(onnx_model.checkpoint, backend="onnx", precision="bf16")
     with pytest.raises(ConfigError, match="has no torch adapter"):
         _ = Predictor.from_source(onnx_model.onnx).adapter
     adapter, info = load_checkpoint(onnx_model.checkpoint)
