@@ -2,8 +2,10 @@
 
 Paths: ``baseline`` (MONAI tutorial style, eager fp32), ``project`` (``adapter.predict_volume``,
 bf16 where the CPU has it, the default ``constant`` blending), ``project-fp32`` (the same call
-in eager fp32, so that ``project``'s agreement with it measures precision alone) and ``onnx``
-(ONNX Runtime on the exported graph, fp32, the same sliding window as ``project``).
+in eager fp32, so that ``project``'s agreement with it measures precision alone), ``onnx``
+(ONNX Runtime on the exported graph, fp32, the same sliding window as ``project``) and
+``onnx-openvino`` (the same graph and window on ONNX Runtime's OpenVINO build, overlaid by
+``uv run --with``, in the precision ``auto`` resolves to: bf16 where the CPU has it).
 Each path runs in its own fresh worker process (``--worker``)
 on the same saved volume and checkpoint, so that its peak RSS is its own (``ru_maxrss`` is per
 process) and no path inherits another's warmed allocator; the graph is exported by the parent,
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,8 +37,14 @@ from benchmarks.common import (
     time_repeats,
 )
 
+from minivess.inference.runners import OPENVINO_REQUIREMENT
+
 VOLUME = "poon2015_BBB_Leakage_BM4D_denoised.tif"
-PATHS = ("baseline", "project", "project-fp32", "onnx")
+PATHS = ("baseline", "project", "project-fp32", "onnx", "onnx-openvino")
+OVERLAID = {"onnx-openvino": OPENVINO_REQUIREMENT}
+"""Paths whose worker runs with a package uv overlays on the project's environment (the
+OpenVINO build of ONNX Runtime replaces the ``onnxruntime`` module, so it cannot be installed
+beside it); skipped, with the reason in the report, where uv or the package is unavailable."""
 
 
 def load_volume(source: Path, depth: int | None = None, size: int | None = None) -> np.ndarray:
@@ -98,28 +107,34 @@ def _predict(
     return class_mask(probs)  # as the Predictor makes its mask
 
 
-class _CountingSession:
-    """An ONNX Runtime session that counts the windows it is fed (the graph has no hooks)."""
+def _onnx_predict(args: argparse.Namespace, windows: list[int], figures: dict) -> Any:
+    """An ``onnx`` path: the graph's runner with the project's window, image -> mask.
 
-    def __init__(self, session: Any, windows: list[int]) -> None:
-        self._session, self._windows = session, windows
-
-    def run(self, outputs: Any, feed: dict[str, np.ndarray]) -> Any:
-        self._windows[0] += next(iter(feed.values())).shape[0]
-        return self._session.run(outputs, feed)
-
-
-def _onnx_predict(args: argparse.Namespace, windows: list[int]) -> Any:
-    """The ``onnx`` path: the graph's runner with the project's window, image -> argmax."""
+    ``onnx`` asks for fp32 (the stock build's CPU provider runs nothing else);
+    ``onnx-openvino`` for ``auto``, as the service and CLI do (bf16 on a CPU with native bf16).
+    """
+    from minivess.adapters import class_mask
+    from minivess.adapters.inference import window_progress
     from minivess.config.model import InferenceConfig
     from minivess.inference.runners import OnnxRunner
 
-    runner = OnnxRunner.from_file(args.onnx)
-    runner.session = _CountingSession(runner.session, windows)
+    precision = "auto" if args.worker == "onnx-openvino" else "fp32"
+    runner = OnnxRunner.from_file(args.onnx, precision=precision)
+    expected = "openvino" if args.worker == "onnx-openvino" else "cpu"
+    if runner.provider != expected:
+        raise SystemExit(f"{args.worker}: ONNX Runtime chose {runner.provider}, not {expected}")
+    figures.update(precision=runner.precision, provider=runner.provider)
     window = InferenceConfig(roi_size=tuple(args.roi), overlap=0.25, precision="fp32")
-    from minivess.adapters import class_mask
 
-    return lambda image: class_mask(runner.probabilities(image, window))
+    def count(done: int, total: int) -> None:
+        if done == 0:  # called once per volume before its first window
+            windows[0] += total
+
+    def run_on(image: torch.Tensor) -> Any:
+        with window_progress(count):
+            return class_mask(runner.probabilities(image, window))
+
+    return run_on
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -133,8 +148,9 @@ def worker(args: argparse.Namespace) -> None:
     configure_threads()
     image = torch.from_numpy(np.load(args.volume))
     windows = [0]
-    if args.worker == "onnx":
-        run_on = _onnx_predict(args, windows)
+    extra: dict[str, Any] = {}
+    if args.worker.startswith("onnx"):
+        run_on = _onnx_predict(args, windows, extra)
     else:
         adapter, _ = load_checkpoint(args.checkpoint)
         baseline = args.worker == "baseline"
@@ -163,6 +179,7 @@ def worker(args: argparse.Namespace) -> None:
         "windows": windows[0] // args.repeats,
         "peak_rss_mb": peak_rss_mb(),
         "load_average": load_average(),
+        **extra,
     }
     Path(args.result).write_text(json.dumps(result))
 
@@ -173,6 +190,9 @@ def _run_worker(
     scratch = volume.parent
     result, mask = scratch / f"{path}.json", scratch / f"{path}.npy"
     command = [sys.executable, "-m", "benchmarks.inference", "--worker", path]
+    if path in OVERLAID:  # uv puts the package first on the path of the same interpreter
+        uv = [shutil.which("uv") or "uv", "run", "--no-sync", "--python", sys.executable]
+        command = [*uv, "--with", OVERLAID[path], "python", *command[1:]]
     command += ["--volume", str(volume), "--checkpoint", str(checkpoint), "--mask", str(mask)]
     command += ["--onnx", str(onnx), "--result", str(result), "--repeats", str(repeats)]
     command += ["--roi", *map(str, roi)]
@@ -187,7 +207,7 @@ def _interleaved(
 ) -> dict[str, dict]:
     """Every path once per round, ``repeats`` rounds, each run in a fresh worker process.
 
-    Taking turns (baseline, project, project-fp32, onnx, baseline, ...) gives every path the
+    Taking turns (baseline, project, project-fp32, onnx, ..., baseline, ...) gives every path the
     same share of whatever else the machine is doing, so a slow spell of a shared host lands
     on all of them instead of skewing one ratio. Seconds are pooled over the rounds; the peak
     RSS is the highest of a path's workers; the mask is the last round's.
@@ -195,7 +215,15 @@ def _interleaved(
     runs: dict[str, dict] = {}
     for _ in range(repeats):
         for path in PATHS:
-            figures = _run_worker(path, volume, checkpoint, onnx, roi, 1)
+            if "unavailable" in runs.get(path, {}):
+                continue
+            try:
+                figures = _run_worker(path, volume, checkpoint, onnx, roi, 1)
+            except subprocess.CalledProcessError as exc:
+                if path not in OVERLAID:
+                    raise
+                runs[path] = {"unavailable": f"worker failed ({exc.returncode}); see its output"}
+                continue
             if path not in runs:
                 runs[path] = figures
                 continue
@@ -211,7 +239,13 @@ def _precisions(checkpoint: Path) -> dict[str, str]:
 
     adapter, _ = load_checkpoint(checkpoint)
     project = resolve_precision("auto", torch.device("cpu"), bf16_on_cpu=adapter.bf16_on_cpu)
-    return {"baseline": "fp32", "project": project, "project-fp32": "fp32", "onnx": "fp32"}
+    return {
+        "baseline": "fp32",
+        "project": project,
+        "project-fp32": "fp32",
+        "onnx": "fp32",
+        "onnx-openvino": project,  # replaced by what the worker reports
+    }
 
 
 def export_graph(checkpoint: Path, roi: Sequence[int], folder: Path) -> Path:
@@ -251,18 +285,26 @@ def bench_depth(
         runs = _interleaved(volume, checkpoint, onnx, roi, repeats)
     report: dict[str, Any] = {"shape": list(image.shape[1:]), "window_gflop": flops / 1e9}
     for path, run in runs.items():
+        if "unavailable" in run:
+            report[path] = {"unavailable": run["unavailable"]}
+            continue
+        precision = run.get("precision", precisions[path])  # what the worker ran
         seconds = summary(run["seconds"])
         gflops = flops * run["windows"] / seconds["min"] / 1e9
         report[path] = {
-            "precision": precisions[path],
+            "precision": precision,
             "seconds": seconds,
             "windows": run["windows"],
             "peak_rss_mb": run["peak_rss_mb"],
             "load_average": run["load_average"],
             "gflops": gflops,
-            "fraction_of_matmul_peak": gflops / peaks[precisions[path]],
+            "fraction_of_matmul_peak": gflops / peaks[precision],
         }
+        if "provider" in run:
+            report[path]["provider"] = run["provider"]
     for path in PATHS:
+        if "unavailable" in report[path]:
+            continue
         baseline = report["baseline"]["seconds"]["median"]
         report[path]["speedup"] = baseline / report[path]["seconds"]["median"]
         agree = runs["baseline"]["mask"] == runs[path]["mask"]

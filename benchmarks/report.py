@@ -22,9 +22,9 @@ figures below are that run's, on the machine described under it. Re-run to refre
   the load average (1/5/15 min) is recorded before and after, and per measurement.
 - **Inference.** Each path runs in its own fresh worker process on the same saved volume and
   checkpoint, so each peak RSS (`ru_maxrss`) belongs to that path alone. The paths take turns:
-  each round runs baseline, project, project-fp32 and ONNX once, so a slow spell of a shared
-  host falls on all of them; each worker first predicts one window-sized crop, untimed, so
-  one-off kernel selection is outside every timing. Baseline:
+  each round runs baseline, project, project-fp32, ONNX and ONNX-OpenVINO once, so a slow
+  spell of a shared host falls on all of them; each worker first predicts one window-sized
+  crop, untimed, so one-off kernel selection is outside every timing. Baseline:
   `monai.inferers.sliding_window_inference(x, roi_size=(96, 96, 16), sw_batch_size=1,
   predictor=network, overlap=0.25)` in eager fp32 under `no_grad`, with MONAI's own `SegResNet`
   carrying the checkpoint's weights. Project: `adapter.predict_volume(x, roi_size=(96, 96, 16),
@@ -33,11 +33,14 @@ figures below are that run's, on the machine described under it. Re-run to refre
   the trilinear upsampling in that layout), with the default `inference.blend=constant` (the
   baseline's blending). ONNX: the checkpoint exported by `minivess.export` (before timing) and
   run by ONNX Runtime in fp32 with the project's window and blending (`Predictor(...,
-  backend="onnx")`). `project-fp32`: the project's call with `precision="fp32"`, so that the
-  project's agreement with it (in brackets) measures precision alone. The volume is
-  `poon2015_BBB_Leakage` (512x512x25), normalised to the (1, 99.8) percentiles; the 110-deep
-  volume (the largest MiniVess depth) is that real stack reflected along Z to 110 slices, not a
-  real 110-slice acquisition. FLOPs of one window are counted with
+  backend="onnx")`). ONNX-OpenVINO: the same graph and window on ONNX Runtime's OpenVINO
+  build (`onnxruntime-openvino`, overlaid for that worker by `uv run --with`, since it replaces
+  the `onnxruntime` module), in the precision `auto` gives it (bf16 on a CPU with native bf16),
+  one compiled session per window shape. `project-fp32`: the project's call with
+  `precision="fp32"`, so that the project's agreement with it (in brackets) measures precision
+  alone. The volume is `poon2015_BBB_Leakage` (512x512x25), normalised to the (1, 99.8)
+  percentiles; the 110-deep volume (the largest MiniVess depth) is that real stack reflected
+  along Z to 110 slices, not a real 110-slice acquisition. FLOPs of one window are counted with
   `torch.utils.flop_counter.FlopCounterMode`, multiplied by the windows the network saw, and
   divided by the time; the fraction compares this with the best of 5 dense 2048x2048 matmuls in
   the same precision, measured in the same run. Every path ends with its mask: the baseline with
@@ -114,6 +117,16 @@ def _targets(report: dict[str, Any]) -> list[str]:
             f"| ONNX {onnx['seconds']['median']:.1f} s vs torch {p['seconds']['median']:.1f} s "
             f"({ratio:.2f}x the torch path's speed) | {_verdict(ratio >= 1.0)} |"
         )
+        ov = row.get("onnx-openvino", {})
+        if "seconds" in ov:
+            ratio = p["seconds"]["median"] / ov["seconds"]["median"]
+            lines.append(
+                f"| inference {shape}: ONNX Runtime no slower than the torch path, with the "
+                f"OpenVINO build ({ov['precision']}) | ONNX {ov['seconds']['median']:.1f} s vs "
+                f"torch {p['seconds']['median']:.1f} s ({ratio:.2f}x the torch path's speed), "
+                f"agreement {ov['argmax_agreement']:.5f} | "
+                f"{_verdict(ratio >= 1.0 and ov['argmax_agreement'] >= 0.999)} |"
+            )
         if row["shape"][2] >= 110:
             peak = max(p["peak_rss_mb"], onnx["peak_rss_mb"]) / 1024
             lines.append(
@@ -160,8 +173,11 @@ def _inference(report: dict[str, Any]) -> list[str]:
         shape = "x".join(map(str, row["shape"]))
         if row["reflected_along_z"]:
             shape += f" (real Z={row['source_depth']} reflected)"
-        for path in ("baseline", "project", "project-fp32", "onnx"):
-            r = row[path]
+        for path in ("baseline", "project", "project-fp32", "onnx", "onnx-openvino"):
+            r = row.get(path, {"unavailable": "not run"})
+            if "unavailable" in r:
+                lines.append(f"| {shape} | {path} | | {r['unavailable']} | | | | | | |")
+                continue
             speedup = f"{r['speedup']:.2f}x"
             agreement = f"{r['argmax_agreement']:.5f}" if path != "baseline" else ""
             if "agreement_same_blending" in r:

@@ -67,7 +67,10 @@ def test_run_all_reports_every_benchmark(
         assert 0.0 <= row["argmax_agreement"] <= 1.0
         assert 0.0 <= row["agreement_same_blending"] <= 1.0
         assert row["project-fp32"]["precision"] == "fp32"
-        for path in ("baseline", "project", "project-fp32"):
+        assert row["onnx"]["provider"] == "cpu"
+        assert row["onnx-openvino"]["provider"] == "openvino"  # uv overlaid its build
+        assert row["onnx-openvino"]["precision"] == row["project"]["precision"]
+        for path in ("baseline", "project", "project-fp32", "onnx", "onnx-openvino"):
             figures = row[path]
             assert figures["seconds"]["n"] == 1
             assert figures["seconds"]["min"] > 0
@@ -112,6 +115,7 @@ def test_run_all_reports_every_benchmark(
     for title in titles:
         assert title in page
     assert "| project-fp32 | fp32 |" in page
+    assert "with the OpenVINO build" in page
     assert "| REST, 1 client |" in page
     assert "Dice at equal wall time (0.05 min of training each" in page
 
