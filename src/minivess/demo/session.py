@@ -23,6 +23,7 @@ from minivess.data.volume import Volume
 from minivess.demo.views import MASK_OVERLAY, VALUE_MAPS, DisplayRange
 from minivess.errors import ConfigError, DataError
 from minivess.inference import Prediction, Predictor, check_volume
+from minivess.inference.compute import on_compute_thread
 from minivess.inference.predictor import MASK_SUFFIX, output_stem
 from minivess.inference.runners import check_backend
 from minivess.serving.uploads import UploadRejected, read_header
@@ -99,7 +100,9 @@ class PredictorCache:
             if key in self._loaded:
                 self._loaded.move_to_end(key)
                 return self._loaded[key]
-            predictor = Predictor.from_source(source, device=self.device, backend=backend)
+            predictor = on_compute_thread(
+                Predictor.from_source, source, device=self.device, backend=backend
+            )
             self._loaded[key] = predictor
             while len(self._loaded) > self.size:
                 self._loaded.popitem(last=False)
@@ -224,7 +227,7 @@ class Segmenter:
         volume = read_volume(path)
         check_volume(volume)
         predictor = self.predictors.get(source, backend)
-        prediction = predictor.predict(volume)
+        prediction = on_compute_thread(predictor.predict, volume)  # see inference.compute
         target = self.output_dir / uuid.uuid4().hex / f"{output_stem(path)}{MASK_SUFFIX}"
         write_nifti(target, prediction.mask.array, like=prediction.mask)
         return Segmentation(path.name, volume, prediction, target)

@@ -26,7 +26,6 @@ refusals are 4xx with a JSON message naming the problem and the fix.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -172,13 +171,15 @@ class VesselSegmentation:
 
     def __init__(self) -> None:
         # BentoML imports this module in its supervisor too; only workers load torch and MONAI.
+        from minivess.inference.compute import on_compute_thread
         from minivess.serving.model import load_served_model
 
         settings = get_settings().serve
         self.max_voxels = settings.max_voxels
-        self.model: ServedModel = load_served_model(settings)
-        # One volume at a time: a second concurrent inference would double peak memory.
-        self._inference = threading.Lock()
+        # Loaded and run on one thread (see minivess.inference.compute), which also keeps to
+        # one volume at a time: a second concurrent inference would double peak memory.
+        self.model: ServedModel = on_compute_thread(load_served_model, settings)
+        self._compute = on_compute_thread
         self.progress = PROGRESS
         self.drift = drift_monitor(settings, self.model.predictor.uncertainty)
         self.memory = memory_releaser(settings)
@@ -292,8 +293,8 @@ class VesselSegmentation:
             except UploadRejected as exc:
                 raise BentoMLException(str(exc), error_code=exc.status) from None
             task.stage("predicting")
-            with self._inference:
-                prediction = self.model.predictor.predict(volume, progress=task.windows)
+            predict = self.model.predictor.predict
+            prediction = self._compute(predict, volume, progress=task.windows)
         mask = prediction.mask.array
         PREDICTION_SECONDS.labels(endpoint=endpoint).observe(prediction.seconds)
         INPUT_VOXELS.labels(endpoint=endpoint).observe(mask.size)
