@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import typer
@@ -58,6 +59,11 @@ def serve(
         "--port",
         str(port or settings.port),
     ]
-    code = subprocess.call(command, env=env)
+    with tempfile.TemporaryDirectory(prefix="minivess-serve-") as state:
+        # BentoML keeps async task results in $BENTOML_HOME/task_result.db and deletes that
+        # file when a service starts: two services starting on one machine broke each other
+        # ("sqlite3.OperationalError: disk I/O error"). Each service keeps its own store.
+        env.setdefault("BENTOML_RESULT_STORE", str(Path(state) / "task_result.db"))
+        code = subprocess.call(command, env=env)
     if code:
         raise typer.Exit(code)

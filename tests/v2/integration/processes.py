@@ -40,6 +40,8 @@ def stop_group(process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
 
     SIGTERM first; SIGKILL if it has not exited within ``timeout_s``.
     """
+    if process.poll() is not None:  # exited already (a failed start): no group left to stop
+        return
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=timeout_s)

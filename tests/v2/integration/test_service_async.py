@@ -48,12 +48,17 @@ def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     folder = tmp_path_factory.mktemp("minivess-serve-async")
     port = free_port()
     env = dict(os.environ, BENTOML_DO_NOT_TRACK="True", MLFLOW_DISABLE_TELEMETRY="true")
+    env["BENTOML_HOME"] = str(folder / "bentoml-home")
+    env.pop("BENTOML_RESULT_STORE", None)
     command = [str(BIN / "minivess"), "serve", "--model", str(checkpoint), "--port", str(port)]
     log = folder / "server.log"
     process = start_group(command, log, env=env, cwd=folder)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(f"{url}/readyz", process, log, START_TIMEOUT_S)
+        # BentoML's shared default task store would be here by now; services starting side by
+        # side deleted it under each other (sqlite "disk I/O error"), so each keeps its own
+        assert not (folder / "bentoml-home" / "task_result.db").exists()
         yield url
     finally:
         stop_group(process)
