@@ -118,9 +118,8 @@ def _onnx_predict(args: argparse.Namespace, windows: list[int], figures: dict) -
     from minivess.config.model import InferenceConfig
     from minivess.inference.runners import OnnxRunner
 
-    precision = "auto" if args.worker == "onnx-openvino" else "fp32"
+    precision, expected = ("auto", "openvino") if args.worker in OVERLAID else ("fp32", "cpu")
     runner = OnnxRunner.from_file(args.onnx, precision=precision)
-    expected = "openvino" if args.worker == "onnx-openvino" else "cpu"
     if runner.provider != expected:
         raise SystemExit(f"{args.worker}: ONNX Runtime chose {runner.provider}, not {expected}")
     figures.update(precision=runner.precision, provider=runner.provider)
@@ -138,12 +137,12 @@ def _onnx_predict(args: argparse.Namespace, windows: list[int], figures: dict) -
 
 
 def worker(args: argparse.Namespace) -> None:
-    """Time ``args.worker`` on the saved volume and write its figures and argmax.
+    """Time ``args.worker`` on the saved volume and write its figures, precision and argmax.
 
     One window-sized crop is predicted first, untimed, so that one-off costs (oneDNN and ONNX
     Runtime kernel selection, the first allocations) fall outside every path's timing alike.
     """
-    from minivess.adapters import load_checkpoint
+    from minivess.adapters import load_checkpoint, resolve_precision
 
     configure_threads()
     image = torch.from_numpy(np.load(args.volume))
@@ -153,6 +152,8 @@ def worker(args: argparse.Namespace) -> None:
         run_on = _onnx_predict(args, windows, extra)
     else:
         adapter, _ = load_checkpoint(args.checkpoint)
+        auto = resolve_precision("auto", torch.device("cpu"), bf16_on_cpu=adapter.bf16_on_cpu)
+        extra["precision"] = auto if args.worker == "project" else "fp32"
         baseline = args.worker == "baseline"
         network = monai_segresnet(adapter) if baseline else adapter.network
 
@@ -234,20 +235,6 @@ def _interleaved(
     return runs
 
 
-def _precisions(checkpoint: Path) -> dict[str, str]:
-    from minivess.adapters import load_checkpoint, resolve_precision
-
-    adapter, _ = load_checkpoint(checkpoint)
-    project = resolve_precision("auto", torch.device("cpu"), bf16_on_cpu=adapter.bf16_on_cpu)
-    return {
-        "baseline": "fp32",
-        "project": project,
-        "project-fp32": "fp32",
-        "onnx": "fp32",
-        "onnx-openvino": project,  # replaced by what the worker reports
-    }
-
-
 def export_graph(checkpoint: Path, roi: Sequence[int], folder: Path) -> Path:
     """The checkpoint exported to ONNX with window ``roi`` (into ``folder``, an export cache)."""
     from minivess.adapters import load_checkpoint
@@ -278,7 +265,6 @@ def bench_depth(
     with ``project-fp32``: the effect of precision alone, blending being equal.
     """
     flops = window_flops(checkpoint, roi)
-    precisions = _precisions(checkpoint)
     with tempfile.TemporaryDirectory(prefix="minivess-bench-") as tmp:
         volume = Path(tmp) / "volume.npy"
         np.save(volume, image)
@@ -288,7 +274,7 @@ def bench_depth(
         if "unavailable" in run:
             report[path] = {"unavailable": run["unavailable"]}
             continue
-        precision = run.get("precision", precisions[path])  # what the worker ran
+        precision = run["precision"]  # what the worker ran
         seconds = summary(run["seconds"])
         gflops = flops * run["windows"] / seconds["min"] / 1e9
         report[path] = {
