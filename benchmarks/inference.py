@@ -1,7 +1,9 @@
 """Full-volume inference: plain MONAI sliding window (eager fp32) vs the project's backends.
 
 Paths: ``baseline`` (MONAI tutorial style, eager fp32), ``project`` (``adapter.predict_volume``,
-bf16 where the CPU has it, the default ``constant`` blending), ``project-fp32`` (the same call
+bf16 where the CPU has it, the default ``constant`` blending, windows side by side one core
+each), ``project-serial`` (the same call with one window at a time on every core, as before
+``cpu_window_threads``), ``project-fp32`` (the same call
 in eager fp32, so that ``project``'s agreement with it measures precision alone), ``onnx``
 (ONNX Runtime on the exported graph, fp32, the same sliding window as ``project``) and
 ``onnx-openvino`` (the same graph and window on ONNX Runtime's OpenVINO build, overlaid by
@@ -40,7 +42,7 @@ from benchmarks.common import (
 from minivess.inference.runners import OPENVINO_REQUIREMENT
 
 VOLUME = "poon2015_BBB_Leakage_BM4D_denoised.tif"
-PATHS = ("baseline", "project", "project-fp32", "onnx", "onnx-openvino")
+PATHS = ("baseline", "project", "project-serial", "project-fp32", "onnx", "onnx-openvino")
 OVERLAID = {"onnx-openvino": OPENVINO_REQUIREMENT}
 """Paths whose worker runs with a package uv overlays on the project's environment (the
 OpenVINO build of ONNX Runtime replaces the ``onnxruntime`` module, so it cannot be installed
@@ -103,6 +105,8 @@ def _predict(
     from minivess.adapters import class_mask
 
     precision = "fp32" if path == "project-fp32" else "auto"
+    if path == "project-serial":  # one window at a time on every core
+        type(adapter).cpu_window_threads = False
     probs = adapter.predict_volume(image, roi_size=roi, overlap=0.25, precision=precision)
     return class_mask(probs)  # as the Predictor makes its mask
 
@@ -153,7 +157,7 @@ def worker(args: argparse.Namespace) -> None:
     else:
         adapter, _ = load_checkpoint(args.checkpoint)
         auto = resolve_precision("auto", torch.device("cpu"), bf16_on_cpu=adapter.bf16_on_cpu)
-        extra["precision"] = auto if args.worker == "project" else "fp32"
+        extra["precision"] = "fp32" if args.worker in ("baseline", "project-fp32") else auto
         baseline = args.worker == "baseline"
         network = monai_segresnet(adapter) if baseline else adapter.network
 

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks.inference import PATHS
+
 HEADER = """\
 # Benchmarks
 
@@ -22,32 +24,34 @@ figures below are that run's, on the machine described under it. Re-run to refre
   the load average (1/5/15 min) is recorded before and after, and per measurement.
 - **Inference.** Each path runs in its own fresh worker process on the same saved volume and
   checkpoint, so each peak RSS (`ru_maxrss`) belongs to that path alone. The paths take turns:
-  each round runs baseline, project, project-fp32, ONNX and ONNX-OpenVINO once, so a slow
-  spell of a shared host falls on all of them; each worker first predicts one window-sized
-  crop, untimed, so one-off kernel selection is outside every timing. Baseline:
+  each round runs baseline, project, project-serial, project-fp32, ONNX and ONNX-OpenVINO once,
+  so a slow spell of a shared host falls on all of them; each worker first predicts one
+  window-sized crop, untimed, so one-off kernel selection is outside every timing. Baseline:
   `monai.inferers.sliding_window_inference(x, roi_size=(96, 96, 16), sw_batch_size=1,
   predictor=network, overlap=0.25)` in eager fp32 under `no_grad`, with MONAI's own `SegResNet`
   carrying the checkpoint's weights. Project: `adapter.predict_volume(x, roi_size=(96, 96, 16),
   overlap=0.25, precision="auto")`, which on a CPU with native bf16 means bf16 autocast plus
   `channels_last_3d` (windows restrided so that a one-channel window is channels-last too, and
   the trilinear upsampling in that layout), with the default `inference.blend=constant` (the
-  baseline's blending). ONNX: the checkpoint exported by `minivess.export` (before timing) and
-  run by ONNX Runtime in fp32 with the project's window and blending (`Predictor(...,
-  backend="onnx")`). ONNX-OpenVINO: the same graph and window on ONNX Runtime's OpenVINO
-  build (`onnxruntime-openvino`, overlaid for that worker by `uv run --with`, since it replaces
-  the `onnxruntime` module), in the precision `auto` gives it (bf16 on a CPU with native bf16),
-  one compiled session per window shape. `project-fp32`: the project's call with
-  `precision="fp32"`, so that the project's agreement with it (in brackets) measures precision
-  alone. The volume is `poon2015_BBB_Leakage` (512x512x25), normalised to the (1, 99.8)
-  percentiles; the 110-deep volume (the largest MiniVess depth) is that real stack reflected
-  along Z to 110 slices, not a real 110-slice acquisition. FLOPs of one window are counted with
-  `torch.utils.flop_counter.FlopCounterMode`, multiplied by the windows the network saw, and
-  divided by the time; the fraction compares this with the best of 5 dense 2048x2048 matmuls in
-  the same precision, measured in the same run. Every path ends with its mask: the baseline with
-  `logits.argmax(0)` as tutorials write it, the project and ONNX paths with
-  `minivess.adapters.class_mask` (the same values; torch's CPU argmax over the class axis took
-  1.55 s of a 512x512x25 volume on 2 cores, `class_mask` 0.08 s). Agreement is the fraction of
-  voxels whose argmax class is the same as on the baseline.
+  baseline's blending), and windows side by side, each on one core with one intra-op thread
+  (`cpu_window_threads`). `project-serial`: the same call with one window at a time on every
+  core (`SegResNetAdapter.cpu_window_threads = False`), which is how the project ran before.
+  ONNX: the checkpoint exported by `minivess.export` (before timing) and run by ONNX Runtime in
+  fp32 with the project's window and blending (`Predictor(..., backend="onnx")`). ONNX-OpenVINO:
+  the same graph and window on ONNX Runtime's OpenVINO build (`onnxruntime-openvino`, overlaid
+  for that worker by `uv run --with`, since it replaces the `onnxruntime` module), in the
+  precision `auto` gives it (bf16 on a CPU with native bf16), one compiled session per window
+  shape. `project-fp32`: the project's call with `precision="fp32"`, so that the project's
+  agreement with it (in brackets) measures precision alone. The volume is `poon2015_BBB_Leakage`
+  (512x512x25), normalised to the (1, 99.8) percentiles; the 110-deep volume (the largest
+  MiniVess depth) is that real stack reflected along Z to 110 slices, not a real 110-slice
+  acquisition. FLOPs of one window are counted with `torch.utils.flop_counter.FlopCounterMode`,
+  multiplied by the windows the network saw, and divided by the time; the fraction compares this
+  with the best of 5 dense 2048x2048 matmuls in the same precision, measured in the same run.
+  Every path ends with its mask: the baseline with `logits.argmax(0)` as tutorials write it, the
+  project and ONNX paths with `minivess.adapters.class_mask` (the same values; torch's CPU
+  argmax over the class axis took 1.55 s of a 512x512x25 volume on 2 cores, `class_mask` 0.08
+  s). Agreement is the fraction of voxels whose argmax class is the same as on the baseline.
 - **Serving.** `minivess serve` with the same checkpoint in its own process, against
   `Predictor.predict(read_volume(file))` in the benchmark's process, one request and one
   in-process prediction in turn on the same real volume (as `.nii.gz`), after one warm-up of
@@ -109,7 +113,8 @@ def _targets(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"| inference {shape}: torch path >= 3x eager fp32, masks agree on >= 99.9% "
             f"| {p['speedup']:.2f}x, agreement {p['argmax_agreement']:.5f} "
-            f"({p['agreement_same_blending']:.5f} at equal blending) | {_verdict(fast)} |"
+            f"({p['agreement_same_blending']:.5f} at equal blending){_serial(row)} "
+            f"| {_verdict(fast)} |"
         )
         ratio = p["seconds"]["median"] / onnx["seconds"]["median"]
         lines.append(
@@ -159,6 +164,14 @@ def _targets(report: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _serial(row: dict[str, Any]) -> str:
+    """The one-window-at-a-time run's speed-up, for the torch path's target row."""
+    serial = row.get("project-serial", {})
+    if "speedup" not in serial:
+        return ""
+    return f"; one window at a time on both cores: {serial['speedup']:.2f}x"
+
+
 def _inference(report: dict[str, Any]) -> list[str]:
     lines = [
         "## Inference (full volume, sliding window 96x96x16, overlap 0.25)",
@@ -173,7 +186,7 @@ def _inference(report: dict[str, Any]) -> list[str]:
         shape = "x".join(map(str, row["shape"]))
         if row["reflected_along_z"]:
             shape += f" (real Z={row['source_depth']} reflected)"
-        for path in ("baseline", "project", "project-fp32", "onnx", "onnx-openvino"):
+        for path in PATHS:
             r = row.get(path, {"unavailable": "not run"})
             if "unavailable" in r:
                 lines.append(f"| {shape} | {path} | | {r['unavailable']} | | | | | | |")

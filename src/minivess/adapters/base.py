@@ -107,6 +107,11 @@ class ModelAdapter(ABC):
     """Whether ``precision="auto"`` uses bf16 autocast on CPUs with native bf16. Set it only
     where it was measured faster with matching argmax: it helps convolutions (SegResNet ~3x)
     and hurts attention-heavy models (SwinUNETR ~1.6x slower)."""
+    cpu_window_threads: ClassVar[bool] = False
+    """Whether sliding-window inference on CPU runs windows side by side, one core each
+    (:mod:`minivess.adapters.window_threads`), instead of one at a time on every core. Set it
+    only for networks whose ``forward`` may run on two threads at once and where it was
+    measured faster."""
     onnx_fixed_size: ClassVar[bool] = False
     """Whether :meth:`export_onnx` freezes the spatial size to the traced example (the
     sliding-window ROI), so the graph accepts only that size; false keeps H, W, D dynamic."""

@@ -5,14 +5,15 @@ memory format ran SegResNet sliding-window inference ~3x faster than eager fp32 
 argmax agreement, but made SwinUNETR ~1.6x slower (many small matmuls and layer norms). So
 ``"auto"`` picks CPU bf16 only for adapters that declare ``bf16_on_cpu = True``; elsewhere eager
 fp32 stays the CPU default. On CUDA, autocast uses bf16 where the GPU supports it natively and
-fp16 otherwise.
+fp16 otherwise. Adapters that declare ``cpu_window_threads = True`` run their CPU windows side
+by side, one core each (:mod:`minivess.adapters.window_threads`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +25,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from minivess.adapters.layers import as_channels_last
+from minivess.adapters.window_threads import cpu_window_workers, map_windows
 from minivess.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -170,35 +172,61 @@ def sliding_window_predict(
     """Softmax probabilities ``(C, H, W, D)`` for ``image``; see ``ModelAdapter.predict_volume``."""
     volume = as_batch(image, adapter.in_channels)
     window = fit_window(adapter.name, adapter.size_rule, roi_size, tuple(volume.shape[2:]))
+    device = _device_of(adapter.network)
+    with window_logits(adapter, precision) as (logits_of, workers), torch.inference_mode():
+        return blend_windows(
+            volume,
+            logits_of,
+            window=window,
+            overlap=overlap,
+            sw_batch_size=sw_batch_size * workers,  # sw_batch_size windows per worker
+            sw_device=device,
+        )
+
+
+@contextmanager
+def window_logits(
+    adapter: ModelAdapter, precision: str
+) -> Iterator[tuple[Callable[[torch.Tensor], torch.Tensor], int]]:
+    """How a batch of windows becomes float32 logits, the same for every torch caller.
+
+    Inside the block the network is in eval mode, in the precision ``precision`` resolves to
+    on the network's device; with CPU bf16, its weights and each window are
+    ``channels_last_3d``; with ``adapter.cpu_window_threads`` on CPU, a batch is split over
+    the window workers (:func:`~minivess.adapters.window_threads.map_windows`). Afterwards the
+    network's mode and weight layout are restored.
+
+    Yields:
+        ``(logits_of, workers)``: ``logits_of`` maps windows ``(B, C, *window)`` (moved to
+        the network's device) to float32 logits there; a batch of ``workers`` times the
+        wanted windows per forward pass keeps every worker busy.
+    """
     network = adapter.network
     device = _device_of(network)
     resolved = resolve_precision(precision, device, bf16_on_cpu=adapter.bf16_on_cpu)
     channels_last = resolved == "bf16" and device.type == "cpu"
+    workers = cpu_window_workers(device, adapter.cpu_window_threads)
 
-    def predictor(patch: torch.Tensor) -> torch.Tensor:
-        if channels_last:
-            patch = as_channels_last(patch)
-        return adapter.forward(patch).float()  # blend and softmax in float32
+    def forward(patch: torch.Tensor) -> torch.Tensor:
+        # autocast and inference_mode are per thread: entered here, where the window runs
+        with torch.inference_mode(), _autocast(device, resolved):
+            patch = patch.to(device)
+            if channels_last:
+                patch = as_channels_last(patch)
+            return adapter.forward(patch).float()  # blend and softmax in float32
 
-    autocast = (
-        torch.autocast(device.type, dtype=_DTYPES[resolved])
-        if resolved in _DTYPES
-        else nullcontext()
-    )
-    with (
-        _eval_mode(network),
-        _channels_last_3d(network, channels_last),
-        torch.inference_mode(),
-        autocast,
-    ):
-        return blend_windows(
-            volume,
-            predictor,
-            window=window,
-            overlap=overlap,
-            sw_batch_size=sw_batch_size,
-            sw_device=device,
-        )
+    def side_by_side(batch: torch.Tensor) -> torch.Tensor:
+        return map_windows(forward, batch, workers)
+
+    with _eval_mode(network), _channels_last_3d(network, channels_last):
+        yield (forward if workers == 1 else side_by_side), workers
+
+
+def _autocast(device: torch.device, resolved: str) -> AbstractContextManager[object]:
+    """A fresh autocast context for ``resolved`` (none for fp32); one per use, per thread."""
+    if resolved in _DTYPES:
+        return torch.autocast(device.type, dtype=_DTYPES[resolved])
+    return nullcontext()
 
 
 def blend_windows(

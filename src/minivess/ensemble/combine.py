@@ -155,6 +155,7 @@ class EnsembleAdapter(ModelAdapter):
             )
         # bf16 autocast only where every member was measured to gain from it
         self.bf16_on_cpu = all(m.bf16_on_cpu for m in self.members)  # type: ignore[misc]
+        self.cpu_window_threads = all(m.cpu_window_threads for m in self.members)  # type: ignore[misc]
         return EnsembleNetwork([m.network for m in self.members], config.combine, self._weights())
 
     def _weights(self) -> list[float]:

@@ -35,7 +35,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -48,7 +48,7 @@ from minivess.adapters.inference import (
     GAUSSIAN_SIGMA_SCALE,
     class_mask,
     fit_window,
-    resolve_precision,
+    window_logits,
 )
 from minivess.errors import ConfigError, DataError
 from minivess.inference.lazy import LazyVolume, drop_pages, nifti_memmap, open_lazy
@@ -116,8 +116,8 @@ def baseline_rss_mb(predictor: Predictor, shape: tuple[int, int, int]) -> float:
         window = _window(predictor, shape)
     except ConfigError:
         return peak_rss_mb()
-    zeros = torch.zeros((predictor.settings.inference.sw_batch_size, 1, *window))
-    with _logits_function(predictor) as logits_of:
+    with _logits_function(predictor) as (logits_of, batch):
+        zeros = torch.zeros((batch, 1, *window))
         logits_of(zeros)
     del zeros
     return peak_rss_mb()
@@ -350,7 +350,7 @@ def predict_file_chunked(
             key: stack.enter_context(nifti_memmap(path, volume.shape, dtype, volume))
             for key, (path, dtype) in outputs.items()
         }
-        logits_of = stack.enter_context(_logits_function(predictor))
+        logits_of, batch = stack.enter_context(_logits_function(predictor))
         for done, origin in enumerate(tiles, 1):
             stop = tuple(min(o + b, p) for o, b, p in zip(origin, block, padded, strict=True))
             probs = _blend_block(
@@ -363,7 +363,7 @@ def predict_file_chunked(
                 pad,
                 importance,
                 logits_of,
-                inference.sw_batch_size,
+                batch,
             )
             target, inner = _unpadded(origin, stop, pad, volume.shape)
             maps["mask"][target] = class_mask(probs).numpy()[inner]
@@ -465,29 +465,26 @@ def _window(predictor: Predictor, shape: tuple[int, int, int]) -> tuple[int, int
 
 
 @contextmanager
-def _logits_function(predictor: Predictor) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
-    """float32 CPU logits of a batch of windows, run as the predictor's runner runs them."""
+def _logits_function(
+    predictor: Predictor,
+) -> Iterator[tuple[Callable[[torch.Tensor], torch.Tensor], int]]:
+    """float32 CPU logits of a batch of windows, run as the predictor's runner runs them.
+
+    Yields the function and how many windows to give it per call.
+    """
     runner = predictor.runner
+    batch = predictor.settings.inference.sw_batch_size
     if isinstance(runner, OnnxRunner):
-        yield runner.window_logits
+        yield runner.window_logits, batch
         return
     assert isinstance(runner, TorchRunner)
-    adapter, device = runner.adapter, predictor.device
     precision = predictor.settings.inference.precision
-    resolved = resolve_precision(precision, device, bf16_on_cpu=adapter.bf16_on_cpu)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolved)
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
-    was_training = adapter.network.training
-    adapter.network.eval()
+    with window_logits(runner.adapter, precision) as (logits_of, workers):
 
-    def torch_logits(patch: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), autocast:
-            return adapter.forward(patch.to(device)).float().cpu()
+        def cpu_logits(patch: torch.Tensor) -> torch.Tensor:
+            return logits_of(patch).cpu()
 
-    try:
-        yield torch_logits
-    finally:
-        adapter.network.train(was_training)
+        yield cpu_logits, batch * workers
 
 
 def _blend_block(
