@@ -72,7 +72,7 @@ class SegResNetAdapter(ModelAdapter):
     name = "segresnet"
     config_class = SegResNetConfig
     bf16_on_cpu = True  # bf16 + channels_last_3d: 2.1-2.7x eager fp32 CPU s, argmax 0.99995 (docs)
-    cpu_window_threads = True  # 1.41-1.95x per 512x512x25 volume on 2 shared cores (docs)
+    cpu_window_threads = True  # 512x512x110: 1.24x (just bench), 0.97-1.62x elsewhere (docs)
 
     @property
     def config(self) -> SegResNetConfig:

@@ -5,8 +5,10 @@ that meet at a barrier after every kernel. SegResNet's kernels are short (a 96x9
 is ~190 small convolutions, norms and adds), so the barriers cost: on 2 cores one bf16 window
 took 97-101 ms on both cores, while two windows at once, each on one core, took 61-86 ms per
 window. On a shared host the gap widens, because a team stalls whenever the hypervisor
-pauses one of its cores: 7 paired rounds of a 512x512x25 volume ran 1.41-1.95x faster
-(median 1.62x) side by side (docs/benchmarks.md, "Windows side by side").
+pauses one of its cores: under heavy load, 7 paired rounds of a 512x512x25 volume ran
+1.41-1.95x faster (median 1.62x) side by side; in ``just bench`` a 512x512x110 volume took
+51.99 s against 64.50 s (1.24x), a 512x512x25 one 16.83 s against 16.26 s (0.97x, within the
+spread); docs/benchmarks.md, "Windows side by side".
 
 :func:`map_windows` splits a batch of windows over this process's window workers: one thread
 per core, each with a single intra-op thread, so no OpenMP team is ever formed there.

@@ -12,6 +12,9 @@ one needs).
 
 The REST service and the Gradio demo therefore load and run their models through
 :func:`on_compute_thread`. A script that loads and predicts on one thread needs nothing.
+Windows of adapters with ``cpu_window_threads`` then run on the window workers
+(:mod:`minivess.adapters.window_threads`), each with one intra-op thread, so they form no
+further OpenMP team.
 """
 
 from __future__ import annotations
