@@ -51,10 +51,19 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         if _executor is None or _workers != workers:
             if _executor is not None:
                 _executor.shutdown(wait=False)
+            threads = torch.get_num_threads()
             _executor = ThreadPoolExecutor(
                 workers, thread_name_prefix=THREAD_NAME, initializer=_one_intra_op_thread
             )
             _workers = workers
+            # Start every worker now, so that all their initialisers have run before the next
+            # line: torch.set_num_threads(1) in a worker also sets torch's process-wide count,
+            # which threads started later would inherit (a demo's or service's compute thread
+            # would then run on one core).
+            barrier = threading.Barrier(workers, timeout=60)
+            for started in [_executor.submit(barrier.wait) for _ in range(workers)]:
+                started.result()
+            torch.set_num_threads(threads)  # the caller keeps its count; new threads get it too
         return _executor
 
 
