@@ -43,6 +43,8 @@ from minivess.inference.runners import OPENVINO_REQUIREMENT
 
 VOLUME = "poon2015_BBB_Leakage_BM4D_denoised.tif"
 PATHS = ("baseline", "project", "project-serial", "project-fp32", "onnx", "onnx-openvino")
+EAGER_FP32 = ("baseline", "project-fp32")
+"""Torch paths that run in eager fp32; the others ask for ``auto``."""
 OVERLAID = {"onnx-openvino": OPENVINO_REQUIREMENT}
 """Paths whose worker runs with a package uv overlays on the project's environment (the
 OpenVINO build of ONNX Runtime replaces the ``onnxruntime`` module, so it cannot be installed
@@ -104,9 +106,7 @@ def _predict(
         return torch.as_tensor(logits)[0].argmax(0)
     from minivess.adapters import class_mask
 
-    precision = "fp32" if path == "project-fp32" else "auto"
-    if path == "project-serial":  # one window at a time on every core
-        type(adapter).cpu_window_threads = False
+    precision = "fp32" if path in EAGER_FP32 else "auto"
     probs = adapter.predict_volume(image, roi_size=roi, overlap=0.25, precision=precision)
     return class_mask(probs)  # as the Predictor makes its mask
 
@@ -156,8 +156,12 @@ def worker(args: argparse.Namespace) -> None:
         run_on = _onnx_predict(args, windows, extra)
     else:
         adapter, _ = load_checkpoint(args.checkpoint)
-        auto = resolve_precision("auto", torch.device("cpu"), bf16_on_cpu=adapter.bf16_on_cpu)
-        extra["precision"] = "fp32" if args.worker in ("baseline", "project-fp32") else auto
+        if args.worker == "project-serial":  # one window at a time on every core
+            type(adapter).cpu_window_threads = False
+        requested = "fp32" if args.worker in EAGER_FP32 else "auto"
+        extra["precision"] = resolve_precision(
+            requested, torch.device("cpu"), bf16_on_cpu=adapter.bf16_on_cpu
+        )
         baseline = args.worker == "baseline"
         network = monai_segresnet(adapter) if baseline else adapter.network
 

@@ -215,11 +215,11 @@ def window_logits(
                 patch = as_channels_last(patch)
             return adapter.forward(patch).float()  # blend and softmax in float32
 
-    def side_by_side(batch: torch.Tensor) -> torch.Tensor:
-        return map_windows(forward, batch, workers)
+    def logits_of(batch: torch.Tensor) -> torch.Tensor:
+        return map_windows(forward, batch, workers)  # on this thread when workers == 1
 
     with _eval_mode(network), _channels_last_3d(network, channels_last):
-        yield (forward if workers == 1 else side_by_side), workers
+        yield logits_of, workers
 
 
 def _autocast(device: torch.device, resolved: str) -> AbstractContextManager[object]:

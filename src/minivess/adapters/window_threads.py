@@ -88,7 +88,8 @@ def map_windows(
     parts = batch.tensor_split(min(workers, batch.shape[0]))
     if len(parts) == 1:
         return fn(batch)
-    futures = [_pool(workers).submit(fn, part) for part in parts]
+    pool = _pool(workers)
+    futures = [pool.submit(fn, part) for part in parts]
     return torch.cat([future.result() for future in futures])
 
 

@@ -115,7 +115,7 @@ def test_segresnet_windows_side_by_side_give_the_one_at_a_time_probabilities(
         assert (side - alone).abs().max().item() < 0.05
 
 
-def test_a_forked_child_starts_its_own_window_workers(tiny_segresnet: ModelAdapter):
+def test_a_forked_child_starts_its_own_window_workers():
     map_windows(lambda part: part, torch.zeros(2, 1), workers=2)  # parent's workers exist
     read, write = os.pipe()
     pid = os.fork()
