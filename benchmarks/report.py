@@ -59,12 +59,14 @@ figures below are that run's, on the machine described under it. Re-run to refre
 - **Training.** Both loops draw from the same training loader (quick profile: 96x96x16
   patches, 2 per step, memory cache) on fold 0 of the prepared VesselNN dataset and train a
   fresh SegResNet(init_filters=16) with DiceCE and AdamW. The project path is
-  `minivess.training.recipe.build_trainer` with the quick profile's precision; the baseline is
-  a plain fp32 PyTorch loop on MONAI's own SegResNet. Step time includes loading and
-  augmentation. **Dice at equal wall time:** each loop then trains a fresh model for the same
-  minutes, one after the other (the project's engine with the quick profile's warm-up cosine
-  schedule, cut by the time limit; the plain loop at AdamW's constant lr 2e-3), and the same
-  whole-volume validator scores both on the fold's validation volumes.
+  `minivess.training.recipe.build_trainer` with the quick profile's precision, which hands the
+  network plain tensors (`minivess.training.engine.plain_tensor`); the baseline is a plain
+  fp32 PyTorch loop on MONAI's own SegResNet, fed the loader's `MetaTensor` s as MONAI's
+  tutorials feed them. Step time includes loading and augmentation. **Dice at equal wall
+  time:** each loop then trains a fresh model for the same minutes, one after the other (the
+  project's engine with the quick profile's warm-up cosine schedule, cut by the time limit;
+  the plain loop at AdamW's constant lr 2e-3), and the same whole-volume validator scores
+  both on the fold's validation volumes.
 - **Data pipeline.** The training loader alone (no model) with `cache="memory"` and
   `cache="none"`, for two epochs each; build time includes filling the memory cache (training
   and validation volumes). One training step's compute on a batch already in memory is timed
