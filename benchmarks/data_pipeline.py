@@ -51,11 +51,13 @@ def step_compute(
 ) -> dict[str, Any]:
     """Seconds of one training step (forward, DiceCE, backward, AdamW) on an in-memory batch.
 
-    Runs with the precision the engine resolves for the quick profile (bf16 where native).
+    Runs as the engine does: the precision it resolves for the quick profile (bf16 where
+    native), on plain tensors (the loader's ``MetaTensor`` s stripped).
     """
     from monai.losses import DiceCELoss
 
     from minivess.adapters import build_adapter, resolve_precision
+    from minivess.training.engine import plain_tensor
 
     torch.manual_seed(0)
     adapter = build_adapter("segresnet", model_params)
@@ -64,12 +66,13 @@ def step_compute(
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.AdamW(network.parameters(), lr=2e-3)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    image, label = plain_tensor(batch["image"]), plain_tensor(batch["label"])
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=dtype, enabled=precision == "bf16"):
-            logits = network(batch["image"])
-        loss_fn(logits.float(), batch["label"]).backward()
+            logits = network(image)
+        loss_fn(logits.float(), label).backward()
         optimizer.step()
 
     step()  # warm-up
