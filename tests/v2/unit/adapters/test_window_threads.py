@@ -8,11 +8,30 @@ import threading
 import pytest
 import torch
 
-from minivess.adapters import ModelAdapter, class_mask
+from minivess.adapters import ModelAdapter, class_mask, window_threads
 from minivess.adapters.window_threads import THREAD_NAME, cpu_window_workers, map_windows
 
 
-def test_map_windows_keeps_the_batch_order_and_runs_each_part_on_a_one_thread_worker():
+@pytest.fixture
+def two_threads_fresh_pool():
+    """The caller on 2 torch threads and no window workers yet, as in a fresh process."""
+    before = torch.get_num_threads()
+    if window_threads._executor is not None:
+        window_threads._executor.shutdown(wait=True)
+    window_threads._forget_after_fork()
+    torch.set_num_threads(2)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_map_windows_keeps_the_batch_order_and_runs_each_part_on_a_one_thread_worker(
+    two_threads_fresh_pool,
+):
+    """Every part on a worker with one intra-op thread, also on the workers' first use after
+    the pool restored the caller's 2 threads (two teams of two on two cores ran a volume at
+    half the speed of one window at a time)."""
     seen: list[tuple[str, int, int]] = []
 
     def fn(part: torch.Tensor) -> torch.Tensor:
@@ -25,6 +44,7 @@ def test_map_windows_keeps_the_batch_order_and_runs_each_part_on_a_one_thread_wo
     assert sorted(size for _, _, size in seen) == [2, 3]
     assert all(name.startswith(THREAD_NAME) for name, _, _ in seen)
     assert {threads for _, threads, _ in seen} == {1}
+    assert torch.get_num_threads() == 2  # the caller keeps its own
 
 
 def test_map_windows_runs_a_single_window_or_one_worker_on_the_calling_thread():
