@@ -90,9 +90,17 @@ def window_flops(checkpoint: Path, roi: Sequence[int]) -> int:
 
 
 def _predict(
-    path: str, adapter: Any, network: torch.nn.Module, image: torch.Tensor, roi: list[int]
+    path: str,
+    adapter: Any,
+    network: torch.nn.Module,
+    image: torch.Tensor,
+    roi: list[int],
+    precision: str,
 ) -> torch.Tensor:
-    """Argmax of one full-volume prediction along ``path`` (``network``: the baseline's)."""
+    """Argmax of one full-volume prediction along ``path`` (``network``: the baseline's).
+
+    ``precision`` is what the project's call asks for; the baseline is always eager fp32.
+    """
     if path == "baseline":
         from monai.inferers import sliding_window_inference
 
@@ -106,7 +114,6 @@ def _predict(
         return torch.as_tensor(logits)[0].argmax(0)
     from minivess.adapters import class_mask
 
-    precision = "fp32" if path in EAGER_FP32 else "auto"
     probs = adapter.predict_volume(image, roi_size=roi, overlap=0.25, precision=precision)
     return class_mask(probs)  # as the Predictor makes its mask
 
@@ -171,7 +178,7 @@ def worker(args: argparse.Namespace) -> None:
         network.register_forward_pre_hook(count)
 
         def run_on(volume: torch.Tensor) -> Any:
-            return _predict(args.worker, adapter, network, volume, args.roi)
+            return _predict(args.worker, adapter, network, volume, args.roi, requested)
 
     h, w, d = args.roi
     run_on(image[:, :h, :w, :d].contiguous())  # warm-up, untimed

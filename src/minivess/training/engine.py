@@ -278,7 +278,7 @@ def plain_tensor(tensor: torch.Tensor) -> torch.Tensor:
     them against 0.97 s with plain tensors (bf16, 2 threads). The loss and the network need
     no metadata, so the loop strips it once per batch.
     """
-    return tensor if type(tensor) is torch.Tensor else tensor.as_subclass(torch.Tensor)
+    return tensor.as_subclass(torch.Tensor)
 
 
 def _is_plateau(scheduler: Any) -> bool:

@@ -59,21 +59,18 @@ def test_map_windows_runs_a_single_window_or_one_worker_on_the_calling_thread():
     assert names == [threading.current_thread().name] * 2
 
 
-def test_threads_started_after_the_workers_keep_the_callers_torch_threads():
+def test_threads_started_after_the_workers_keep_the_callers_torch_threads(
+    two_threads_fresh_pool,
+):
     """The workers' one-thread setting must not leak into threads started later (a demo's or
     service's compute thread would then run on one core)."""
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        map_windows(lambda part: part, torch.zeros(3, 1), workers=3)  # a fresh pool
-        seen: list[int] = []
-        later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
-        later.start()
-        later.join()
-        assert torch.get_num_threads() == 2
-        assert seen == [2]
-    finally:
-        torch.set_num_threads(before)
+    map_windows(lambda part: part, torch.zeros(3, 1), workers=3)
+    seen: list[int] = []
+    later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    later.start()
+    later.join()
+    assert torch.get_num_threads() == 2
+    assert seen == [2]
 
 
 def test_an_error_in_a_worker_reaches_the_caller():

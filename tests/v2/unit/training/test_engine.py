@@ -172,8 +172,9 @@ def test_metatensor_batches_train_as_plain_tensors_with_the_same_result() -> Non
         adapter = TinyAdapter()
         adapter.network.register_forward_pre_hook(lambda _m, args: seen.append(type(args[0])))
         optimizer = build_optimizer("adamw", adapter.network.parameters(), lr=1e-2)
-        trainer = Trainer(adapter, optimizer, recording_loss, loader, max_epochs=2)
-        trainer.epoch_seed = loader.reseed
+        trainer = Trainer(
+            adapter, optimizer, recording_loss, loader, max_epochs=2, epoch_seed=loader.reseed
+        )
         runs.append((trainer.run(), adapter))
 
     # The network and the loss never see MONAI's metadata-carrying subclass (its
